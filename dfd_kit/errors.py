@@ -1,0 +1,17 @@
+"""The errors dfd_kit raises. Each message says what went wrong and what to do."""
+
+
+class DFDError(Exception):
+    """Base class of every error raised by dfd_kit."""
+
+
+class SketchError(DFDError, ValueError):
+    """The sketch could not be read or is not usable (missing, corrupt, NaN, wrong shape)."""
+
+
+class ParamsError(DFDError, FileNotFoundError):
+    """A Params/ folder is missing files or holds checkpoints that do not fit the model."""
+
+
+class ConfigError(DFDError, ValueError):
+    """An argument is out of range (component weight, K, sex, component name)."""

@@ -1,0 +1,277 @@
+"""Reading a Params/ folder: the official DeepFaceDrawing checkpoints, or the kit's own.
+
+Layout (official release, and the kit's demo model, which adds ``config.json``)::
+
+    Params/AE_whole/latest_net_encoder_{part}.pkl          component encoders
+    Params/AE_whole/latest_net_decoder_{part}_image.pkl    component sketch decoders
+    Params/AE_whole/{man,female}_{part}_feature.bin        feature banks (rows x latent, float32)
+    Params/Combine/latest_net_DE_{part}.pkl                feature decoders
+    Params/Combine/latest_net_G.pkl                        generator
+
+with part in eye1, eye2, nose, mouth and '' (the remainder). Checkpoints are read the
+nanoGPT way: each official key is mapped onto this kit's module names by a table, every
+shape is checked, and anything missing or left over is reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, List, Tuple
+
+import numpy as np
+
+from .config import COMPONENTS, OFFICIAL, OFFICIAL_NAMES, ModelConfig
+from .errors import ParamsError
+
+SEXES = ("male", "female")
+_BANK_PREFIX = {"male": "man", "female": "female"}
+_JT13_TRAILER = b"HCAJSLHD"
+
+HOW_TO_GET_WEIGHTS = (
+    "Get the official weights with `python -m dfd_kit download-official` (about 2.4 GB), or download "
+    "Combine.zip and AE_whole.zip from the DeepFaceDrawing-Jittor release page and unzip them into "
+    "Params/AE_whole and Params/Combine. `dfd_kit.load()` with no argument uses the bundled demo model.")
+
+
+# ---------------------------------------------------------------- file names
+
+def checkpoint_file(kind: str, component: str) -> str:
+    """Relative path of one network's checkpoint. kind: encoder | sketch_decoder | feature_decoder."""
+    p = OFFICIAL_NAMES[component]
+    return {"encoder": f"AE_whole/latest_net_encoder_{p}.pkl",
+            "sketch_decoder": f"AE_whole/latest_net_decoder_{p}_image.pkl",
+            "feature_decoder": f"Combine/latest_net_DE_{p}.pkl"}[kind]
+
+
+GENERATOR_FILE = "Combine/latest_net_G.pkl"
+
+
+def bank_file(component: str, sex: str) -> str:
+    return f"AE_whole/{_BANK_PREFIX[sex]}_{OFFICIAL_NAMES[component]}_feature.bin"
+
+
+def official_param_files(shadows: bool = True) -> List[str]:
+    """Every file a Params/ folder must hold, relative to it."""
+    files = []
+    for c in COMPONENTS:
+        files.append(checkpoint_file("encoder", c))
+        if shadows:
+            files.append(checkpoint_file("sketch_decoder", c))
+        files += [bank_file(c, s) for s in SEXES]
+        files.append(checkpoint_file("feature_decoder", c))
+    files.append(GENERATOR_FILE)
+    return files
+
+
+def check_params_dir(path, shadows: bool = True) -> Path:
+    """Raise :class:`ParamsError` naming every missing file; return the folder as a Path."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ParamsError(f"Params folder {root} does not exist. {HOW_TO_GET_WEIGHTS}")
+    missing = [f for f in official_param_files(shadows) if not (root / f).is_file()]
+    if missing:
+        n = len(official_param_files(shadows))
+        raise ParamsError(f"Params folder {root} is incomplete: {len(missing)} of {n} files are missing:\n  "
+                          + "\n  ".join(missing) + f"\n{HOW_TO_GET_WEIGHTS}")
+    return root
+
+
+def read_config(root: Path) -> ModelConfig:
+    """The model configuration: ``config.json`` if present (kit-trained models), else official."""
+    cfg = Path(root) / "config.json"
+    if cfg.is_file():
+        try:
+            return ModelConfig.from_dict(json.loads(cfg.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ParamsError(f"{cfg} is not a valid dfd_kit model configuration ({e})") from None
+    return OFFICIAL
+
+
+# ---------------------------------------------------------------- safe reading
+
+def _as_array(data, *args):
+    # jittor >= 1.3 pickles each Var as (jittor.Var, (ndarray,)); keep the array.
+    return np.asarray(data)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and nothing else: no arbitrary code runs."""
+    _ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        if module.split(".")[0] in ("jittor", "jittor_core") and name == "Var":
+            return _as_array
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a checkpoint holds arrays only")
+
+
+def read_checkpoint(path) -> Dict[str, np.ndarray]:
+    """A .pkl checkpoint -> {key: float32 array}. Accepts jittor 1.1's plain pickle and
+    jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 storage is widened to float32."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data.endswith(_JT13_TRAILER) and len(data) > 28:
+        body, digest = data[:-28], data[-28:-8]
+        if hashlib.sha1(body).digest() != digest:
+            raise ParamsError(f"{path} is corrupt (its checksum does not match); download it again")
+        data = body
+    try:
+        obj = _ArrayUnpickler(io.BytesIO(data)).load()
+    except Exception as e:
+        raise ParamsError(f"could not read checkpoint {path}: {e}. The file is damaged or not a "
+                          "DeepFaceDrawing checkpoint; download it again.") from None
+    if not isinstance(obj, dict):
+        raise ParamsError(f"{path} does not hold a dict of arrays")
+    out = {}
+    for k, v in obj.items():
+        a = np.asarray(v)
+        out[str(k)] = a.astype(np.float32) if a.dtype != np.float32 else a
+    return out
+
+
+def read_bank(path, latent_dim: int) -> np.ndarray:
+    """A raw float32 feature bank, rows inferred from the file size, memory-mapped."""
+    path = Path(path)
+    size = path.stat().st_size
+    row = 4 * latent_dim
+    if size == 0 or size % row:
+        raise ParamsError(f"feature bank {path} has {size} bytes, not a whole number of "
+                          f"{latent_dim}-d float32 rows; the file is truncated -- download it again")
+    return np.memmap(path, dtype="<f4", mode="r", shape=(size // row, latent_dim))
+
+
+# ---------------------------------------------------------------- key tables
+
+_RES = {"conv_block.1": "conv1", "conv_block.2": "norm1", "conv_block.5": "conv2", "conv_block.6": "norm2"}
+
+
+def _res(official: str, kit: str) -> List[Tuple[str, str]]:
+    return [(f"{official}.{o}", f"{kit}.{k}") for o, k in _RES.items()]
+
+
+def encoder_key_table(n_stages: int) -> List[Tuple[str, str]]:
+    """(official prefix, kit prefix) for an encoder: conv.{2i} is stage i's stride-2 conv
+    block, conv.{2i+1} its residual block, fc_mu.0 the linear layer."""
+    t = []
+    for i in range(n_stages):
+        t += [(f"conv.{2 * i}.conv", f"stages.{i}.resample.conv"), (f"conv.{2 * i}.bn", f"stages.{i}.resample.norm")]
+        t += _res(f"conv.{2 * i + 1}", f"stages.{i}.res")
+    return t + [("fc_mu.0", "to_latent")]
+
+
+def decoder_key_table(n_stages: int) -> List[Tuple[str, str]]:
+    """For sketch and feature decoders: fc.0 linear, conv.0 residual block, then per stage
+    conv.{2j+1} (transposed conv .0 + norm .1) and conv.{2j+2} (residual); the output conv
+    follows a padding layer at conv.{2n+2}."""
+    t = [("fc.0", "from_latent")] + _res("conv.0", "res_in")
+    for j in range(n_stages):
+        t += [(f"conv.{2 * j + 1}.conv.0", f"stages.{j}.resample.conv"),
+              (f"conv.{2 * j + 1}.conv.1", f"stages.{j}.resample.norm")]
+        t += _res(f"conv.{2 * j + 2}", f"stages.{j}.res")
+    return t + [(f"conv.{2 * n_stages + 2}", "to_output")]
+
+
+def generator_key_table(n_downsample: int, n_blocks: int) -> List[Tuple[str, str]]:
+    """pix2pixHD's flat ``model`` Sequential: [pad, conv, norm, relu], n x [conv, norm, relu],
+    residual blocks, n x [convT, norm, relu], [pad, conv, tanh]."""
+    t = [("model.1", "stem.conv"), ("model.2", "stem.norm")]
+    for i in range(n_downsample):
+        t += [(f"model.{4 + 3 * i}", f"down.{i}.conv"), (f"model.{5 + 3 * i}", f"down.{i}.norm")]
+    r0 = 4 + 3 * n_downsample
+    for i in range(n_blocks):
+        t += _res(f"model.{r0 + i}", f"res.{i}")
+    u0 = r0 + n_blocks
+    for i in range(n_downsample):
+        t += [(f"model.{u0 + 3 * i}", f"up.{i}.conv"), (f"model.{u0 + 3 * i + 1}", f"up.{i}.norm")]
+    return t + [(f"model.{u0 + 3 * n_downsample + 1}", "to_rgb")]
+
+
+def translate_keys(state: Dict[str, np.ndarray], table: Iterable[Tuple[str, str]]):
+    """Official keys -> kit keys. Returns (translated dict, keys no table entry matched)."""
+    prefixes = dict(table)
+    out, unmatched = {}, []
+    for key, arr in state.items():
+        prefix, _, param = key.rpartition(".")
+        if prefix in prefixes:
+            out[f"{prefixes[prefix]}.{param}"] = arr
+        else:
+            unmatched.append(key)
+    return out, unmatched
+
+
+def load_into(module, state: Dict[str, np.ndarray], table, source: str) -> None:
+    """Copy an official-layout state dict into a kit module, checking every key and shape.
+
+    Missing InstanceNorm affine parameters (a checkpoint converted from PyTorch, where they
+    do not exist) default to weight 1 and bias 0 with a warning; any other missing key,
+    any unexpected key and any shape mismatch raises :class:`ParamsError` listing them all.
+    """
+    import jittor as jt
+
+    kit, unexpected = translate_keys(state, table)
+    own = module.state_dict()
+    problems, defaulted = [], []
+    unexpected += [k for k in kit if k not in own]
+    for key, var in own.items():
+        if key not in kit:
+            norm_affine = re.search(r"norm\d?\.(weight|bias)$", key)
+            if norm_affine and getattr(_owner(module, key), "running_mean", 0) is None:
+                defaulted.append(key)  # InstanceNorm affine: Norm2d already holds 1 / 0
+            else:
+                problems.append(f"missing key {key}")
+            continue
+        if tuple(kit[key].shape) != tuple(var.shape):
+            problems.append(f"{key}: checkpoint shape {tuple(kit[key].shape)} != model shape {tuple(var.shape)}")
+    problems += [f"unexpected key {k}" for k in unexpected]
+    if problems:
+        raise ParamsError(f"{source} does not fit the model ({len(problems)} problems):\n  "
+                          + "\n  ".join(problems[:40]) + ("\n  ..." if len(problems) > 40 else "")
+                          + "\nIs config.json right for these weights, and is the file complete?")
+    if defaulted:
+        warnings.warn(f"{source}: {len(defaulted)} InstanceNorm affine parameters are absent; using "
+                      "weight 1, bias 0 (as in a PyTorch pix2pixHD generator)", stacklevel=3)
+    for key, var in own.items():
+        if key in kit:
+            var.assign(jt.array(np.ascontiguousarray(kit[key], np.float32)))
+
+
+def _owner(module, key):
+    m = module
+    for part in key.split(".")[:-1]:
+        m = m[int(part)] if part.isdigit() else getattr(m, part)
+    return m
+
+
+# ---------------------------------------------------------------- writing (kit-trained models)
+
+def official_state(module, table, dtype=np.float32) -> Dict[str, np.ndarray]:
+    """A kit module's parameters under official key names (the inverse of load_into)."""
+    inverse = {k: o for o, k in table}
+    out = {}
+    for key, var in module.state_dict().items():
+        prefix, _, param = key.rpartition(".")
+        if prefix in inverse:
+            out[f"{inverse[prefix]}.{param}"] = var.numpy().astype(dtype)
+    return out
+
+
+def write_checkpoint(path, state: Dict[str, np.ndarray]) -> None:
+    """Write {key: array} as a plain pickle (the jittor 1.1 layout), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(dict(state), f, protocol=4)
+    os.replace(tmp, path)

@@ -1,0 +1,223 @@
+"""Stage 3 -- Manifold Projection.
+
+A freehand component's latent is replaced by a locally-linear combination of its K
+nearest neighbours among the latents of real samples (the per-sex feature bank), then
+blended with the raw latent by the component's weight w:
+
+    projected = sum_i a_i v_i   (sum_i a_i = 1)
+    vector    = w * projected + (1 - w) * latent
+
+w = 1 trusts the data (a plausible face), w = 0 trusts the drawing.
+
+Everything here is numpy; the arithmetic (float32 differences and squares, double sums,
+float64 solves) follows the official code so that recorded outputs are reproduced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+ANCHORS = ("nearest", "official")
+
+# The weights are fitted with the extra row [10, ..., 10 | 0], which adds
+# 100 * (sum of the other weights)^2 = 100 * (1 - a_0)^2 to the residual: a strong pull
+# of the FIRST neighbour's weight towards 1. So which neighbour comes first matters.
+_ANCHOR_PENALTY_ROW = 10.0
+
+
+def official_distances(latent: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Squared L2 distances (N,) float32, computed as the official kernel does: difference
+    and square in float32, summed in order in float64, stored as float32."""
+    diff = np.asarray(bank, np.float32) - np.asarray(latent, np.float32).reshape(1, -1)
+    sq = (diff * diff).astype(np.float64)
+    # cumsum adds strictly left to right, like the kernel's loop (np.sum pairs terms up).
+    return np.cumsum(sq, axis=1)[:, -1].astype(np.float32)
+
+
+def _sort_keys(dist: np.ndarray) -> list:
+    """(distance, index) pairs as integers that compare the same way: for non-negative
+    floats the IEEE bit pattern is ordered like the value."""
+    bits = dist.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits << np.uint64(32)) | np.arange(len(dist), dtype=np.uint64)).tolist()
+
+
+# --- libstdc++ std::nth_element (introselect), re-implemented to reproduce its order ---
+
+def _sift_down(a, base, hole, length, value):
+    top = hole
+    child = hole
+    while child < (length - 1) // 2:
+        child = 2 * (child + 1)
+        if a[base + child] < a[base + child - 1]:
+            child -= 1
+        a[base + hole] = a[base + child]
+        hole = child
+    if length % 2 == 0 and child == (length - 2) // 2:
+        child = 2 * (child + 1)
+        a[base + hole] = a[base + child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and a[base + parent] < value:
+        a[base + hole] = a[base + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    a[base + hole] = value
+
+
+def _heap_select(a, first, middle, last):
+    n = middle - first
+    if n >= 2:
+        for parent in range((n - 2) // 2, -1, -1):
+            _sift_down(a, first, parent, n, a[first + parent])
+    for i in range(middle, last):
+        if a[i] < a[first]:
+            value, a[i] = a[i], a[first]
+            _sift_down(a, first, 0, n, value)
+
+
+def _median_to_front(a, res, x, y, z):
+    if a[x] < a[y]:
+        m = y if a[y] < a[z] else (z if a[x] < a[z] else x)
+    else:
+        m = x if a[x] < a[z] else (z if a[y] < a[z] else y)
+    a[res], a[m] = a[m], a[res]
+
+
+def _partition(a, lo, hi, pivot):
+    while True:
+        while a[lo] < a[pivot]:
+            lo += 1
+        hi -= 1
+        while a[pivot] < a[hi]:
+            hi -= 1
+        if not lo < hi:
+            return lo
+        a[lo], a[hi] = a[hi], a[lo]
+        lo += 1
+
+
+def _insertion_sort(a, first, last):
+    for i in range(first + 1, last):
+        v = a[i]
+        if v < a[first]:
+            a[first + 1:i + 1] = a[first:i]
+            a[first] = v
+        else:
+            j = i
+            while v < a[j - 1]:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = v
+
+
+def nth_element(a: list, nth: int) -> list:
+    """In place, the element order GNU libstdc++'s ``std::nth_element(a, a + nth, a + n)``
+    leaves: introselect with a median-of-three pivot, a 2*log2(n) depth limit falling back
+    to heap selection, and a final insertion sort of the last small range."""
+    first, last = 0, len(a)
+    if first == last or nth == last:
+        return a
+    depth = 2 * (len(a).bit_length() - 1)
+    while last - first > 3:
+        if depth == 0:
+            _heap_select(a, first, nth + 1, last)
+            a[first], a[nth] = a[nth], a[first]
+            return a
+        depth -= 1
+        mid = first + (last - first) // 2
+        _median_to_front(a, first, first + 1, mid, last - 1)
+        cut = _partition(a, first + 1, last, first)
+        if cut <= nth:
+            first = cut
+        else:
+            last = cut
+    _insertion_sort(a, first, last)
+    return a
+
+
+def nearest_neighbours(latent: np.ndarray, bank: np.ndarray, k: int, anchor: str = "nearest"):
+    """K nearest bank rows -> (indices int32 (K,), distances float32 (K,)).
+
+    ``anchor="nearest"``: sorted by (distance, index), so the anchor -- the neighbour the
+    weights favour -- is the true nearest. ``anchor="official"``: the order the official
+    kernel returns (``std::nth_element``'s), whose first entry is usually *not* the
+    nearest; use it to reproduce official outputs.
+    """
+    if anchor not in ANCHORS:
+        raise ConfigError(f"anchor must be one of {ANCHORS}, not {anchor!r}")
+    n = len(bank)
+    if not 2 <= k <= n:
+        raise ConfigError(f"K must be between 2 and the bank size {n}, not {k}")
+    dist = official_distances(latent, bank)
+    if anchor == "nearest":
+        idx = np.lexsort((np.arange(n), dist))[:k]
+    else:
+        keys = nth_element(_sort_keys(dist), k)
+        idx = np.array([key & 0xFFFFFFFF for key in keys[:k]], dtype=np.int64)
+    return idx.astype(np.int32), dist[idx]
+
+
+def locally_linear_weights(latent: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Weights a (K,) float64, summing to 1, that reconstruct ``latent`` from the rows of
+    ``neighbours`` (K, D): least squares on the differences to the first (anchor) row, with
+    the anchor penalty row. Solved via the normal equations in float64, as officially."""
+    v = np.asarray(neighbours, np.float32)
+    g = np.asarray(latent, np.float32).reshape(-1)
+    m = np.empty((v.shape[1] + 1, len(v) - 1), np.float64)
+    m[:-1] = (v[1:] - v[0]).T
+    m[-1] = _ANCHOR_PENALTY_ROW
+    r = np.zeros(v.shape[1] + 1, np.float64)
+    r[:-1] = g - v[0]
+    x = np.linalg.solve(m.T @ m, m.T @ r)
+    return np.concatenate([[1.0 - x.sum()], x])
+
+
+def blend(latent: np.ndarray, projected: np.ndarray, weight: float) -> np.ndarray:
+    """float32 w * projected + (1 - w) * latent, computed in float64."""
+    return (projected * weight + (1.0 - weight) * np.asarray(latent, np.float64)).astype(np.float32)
+
+
+@dataclass
+class Projection:
+    """Manifold projection of one component latent."""
+    neighbours: np.ndarray   # int32 (K,) bank rows, anchor first
+    distances: np.ndarray    # float32 (K,) squared distances
+    weights: np.ndarray      # float64 (K,) locally-linear weights, sum 1
+    projected: np.ndarray    # float32 (D,) sum_i weights_i * bank[neighbours_i]
+    vector: np.ndarray       # float32 (D,) blended latent that the feature decoder receives
+
+
+def project_to_manifold(latent: np.ndarray, bank: np.ndarray, k: int, weight: float,
+                        anchor: str = "nearest") -> Projection:
+    """Project a latent (D,) onto the bank's manifold and blend by ``weight`` in [0, 1]."""
+    if not (0.0 <= float(weight) <= 1.0):
+        raise ConfigError(f"component weight must be in [0, 1], not {weight}")
+    idx, dist = nearest_neighbours(latent, bank, k, anchor)
+    rows = np.asarray(bank[idx], np.float32)
+    w = locally_linear_weights(latent, rows)
+    projected64 = w @ rows.astype(np.float64)
+    return Projection(idx, dist, w, projected64.astype(np.float32), blend(latent, projected64, weight))
+
+
+# --- shadow guidance (display only) ---
+
+SHADOW_WEIGHT_CAP = 0.5  # the official GUI caps each neighbour's ink at half strength
+
+
+def shadow_weights(weights: np.ndarray) -> np.ndarray:
+    """Per-neighbour ink strength: non-positive weights drop out, the rest are capped at
+    0.5 and not renormalised (official behaviour)."""
+    w = np.asarray(weights, np.float64)
+    return np.where(w > 0, np.minimum(w, SHADOW_WEIGHT_CAP), 0.0)
+
+
+def blend_shadow(decoded: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Decoded neighbour sketches (K, S, S) in about [-1, 1] (dark = -1) and their weights
+    -> uint8 (S, S) shadow: white paper darkened by each neighbour's ink."""
+    w = shadow_weights(weights)
+    ink = (1.0 - decoded.astype(np.float64)) / 2.0          # 0 = paper, 1 = full ink
+    acc = np.tensordot(w, ink, axes=1)
+    return np.clip((1.0 - acc) * 255.0, 0, 255).astype(np.uint8)
