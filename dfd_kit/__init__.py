@@ -15,7 +15,6 @@ from pathlib import Path  # noqa: E402
 
 from .config import COMPONENTS, DEMO, OFFICIAL, ModelConfig  # noqa: E402
 from .errors import ConfigError, DFDError, ParamsError, SketchError  # noqa: E402
-from .pipeline import DeepFaceDrawing, GenerationResult, load_model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,7 +23,7 @@ PARAMS_ROOT = REPO_ROOT / "Params"
 DEMO_PARAMS = PARAMS_ROOT / "demo"
 
 
-def load(params_dir=None, shadows: bool = True) -> DeepFaceDrawing:
+def load(params_dir=None, shadows: bool = True) -> "DeepFaceDrawing":
     """Load a model.
 
     params_dir: None or "demo" -> the bundled demo model (Params/demo); "official" -> the
@@ -35,7 +34,18 @@ def load(params_dir=None, shadows: bool = True) -> DeepFaceDrawing:
         params_dir = DEMO_PARAMS
     elif params_dir == "official":
         params_dir = PARAMS_ROOT
+    from .pipeline import load_model  # Jittor loads (and may compile) only when a model is needed
+
     return load_model(params_dir, shadows=shadows)
+
+
+def __getattr__(name):
+    # Keep `import dfd_kit` free of Jittor: the pipeline is imported on first use.
+    if name in ("DeepFaceDrawing", "GenerationResult"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'dfd_kit' has no attribute {name!r}")
 
 
 __all__ = ["load", "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "COMPONENTS",

@@ -113,9 +113,9 @@ OFFICIAL = ModelConfig()
 DEMO = ModelConfig(
     layout=DEMO_LAYOUT,
     nets=NetworkConfig(latent_dim=128,
-                       encoder_channels=(16, 32, 64, 128, 128),
-                       decoder_channels=(128, 128, 64, 32, 16, 16),
-                       feature_decoder_channels=(128, 128, 64, 32, 16, 16),
+                       encoder_channels=(16, 32, 48, 64, 96),
+                       decoder_channels=(96, 64, 48, 32, 16, 16),
+                       feature_decoder_channels=(96, 64, 48, 32, 16, 16),
                        feature_channels=16, ngf=16, n_downsample=3, n_blocks=4),
     k=10,
 )

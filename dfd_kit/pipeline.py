@@ -227,3 +227,27 @@ def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
               GENERATOR_FILE)
     banks = {s: {c: read_bank(root / bank_file(c, s), n.latent_dim) for c in COMPONENTS} for s in SEXES}
     return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
+
+
+def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card: str = "") -> Path:
+    """Write a model in the official Params/ layout plus ``config.json`` (float16 storage
+    by default: half the size, and the loader widens it back to float32)."""
+    from .loading import official_state, write_checkpoint
+
+    root = Path(params_dir)
+    n = model.config.nets
+    n_enc, n_dec, n_fdec = len(n.encoder_channels), len(n.decoder_channels) - 1, len(n.feature_decoder_channels) - 1
+    for c in COMPONENTS:
+        write_checkpoint(root / checkpoint_file("encoder", c), official_state(model.encoders[c], encoder_key_table(n_enc), dtype))
+        if c in model.sketch_decoders:
+            write_checkpoint(root / checkpoint_file("sketch_decoder", c),
+                             official_state(model.sketch_decoders[c], decoder_key_table(n_dec), dtype))
+        write_checkpoint(root / checkpoint_file("feature_decoder", c),
+                         official_state(model.feature_decoders[c], decoder_key_table(n_fdec), dtype))
+        for s in SEXES:
+            np.asarray(model.banks[s][c], "<f4").tofile(root / bank_file(c, s))
+    write_checkpoint(root / GENERATOR_FILE, official_state(model.generator, generator_key_table(n.n_downsample, n.n_blocks), dtype))
+    (root / "config.json").write_text(model.config.to_json())
+    if model_card:
+        (root / "MODEL_CARD.md").write_text(model_card)
+    return root
