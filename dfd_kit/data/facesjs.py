@@ -29,13 +29,13 @@ Run it from a shell with ``python -m dfd_kit.data.facesjs --out DIR --n N --seed
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from io import BytesIO
@@ -119,20 +119,29 @@ def generate_faces(n: int, seed: int = 0, start: int = 0, accessories: bool = Fa
     cmd = [_node(), str(SCRIPT), "--seed", str(int(seed)), "--n", str(int(n)), "--start", str(int(start))]
     if accessories:
         cmd.append("--accessories")
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, encoding="utf-8")
-    count = 0
-    try:
-        for line in proc.stdout:
-            if line.strip():
-                count += 1
-                yield json.loads(line)
-    finally:
-        if proc.poll() is None and count < n:  # the consumer stopped early
-            proc.kill()
-        _, err = proc.communicate()
-    if proc.returncode != 0 and count < n:
-        raise FacesjsError(f"{SCRIPT.name} failed (exit {proc.returncode}): {err.strip()}")
+    return _stream(cmd, n)  # checks above run now, not at the first next()
+
+
+def _stream(cmd: List[str], n: int) -> Iterator[dict]:
+    # stderr goes to a temporary file: a pipe nobody reads could fill up and stall Node.
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errf:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=errf,
+                                text=True, encoding="utf-8")
+        count = 0
+        try:
+            for line in proc.stdout:
+                if line.strip():
+                    count += 1
+                    yield json.loads(line)
+        finally:
+            if proc.poll() is None and count < n:  # the consumer stopped early
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+        if proc.returncode != 0 or count != n:
+            errf.seek(0)
+            raise FacesjsError(f"{SCRIPT.name} failed (exit {proc.returncode}, {count} of {n} faces): "
+                               f"{errf.read().strip()}")
 
 
 # ---------------------------------------------------------------------------
