@@ -112,7 +112,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        if module.split(".")[0] in ("jittor", "jittor_core") and name == "Var":
+        # jittor 1.3 pickles Var as module "jittor", qualified name "jittor_core.Var"
+        if module.split(".")[0] in ("jittor", "jittor_core") and name.split(".")[-1] == "Var":
             return _as_array
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a checkpoint holds arrays only")
 

@@ -6,6 +6,7 @@ from typing import Dict, Sequence
 
 import jittor as jt
 import numpy as np
+from jittor import nn
 
 from .config import Layout
 from .embedding import LatentDecoder
@@ -17,24 +18,42 @@ def feature_decoder(size: int, channels: Sequence[int], latent_dim: int, feature
     return LatentDecoder(size, channels, latent_dim, feature_channels, stats="sample")
 
 
-def decode_features(decoder: LatentDecoder, latent: np.ndarray) -> jt.Var:
-    """(latent_dim,) or (N, latent_dim) -> jt.Var (N, C, S, S)."""
-    z = np.asarray(latent, np.float32).reshape(-1, latent.shape[-1])
-    return decoder(jt.array(z))
+_MASKS: Dict[tuple, Dict[str, np.ndarray]] = {}
+
+
+def paste_masks(layout: Layout) -> Dict[str, np.ndarray]:
+    """{component: float32 (1, 1, size, size)}: 1 where that component's map shows in the
+    face map, 0 elsewhere. Parts are pasted in ``layout.paste_order`` (mouth, nose, left
+    eye, right eye), later ones covering earlier ones; only the first ``layout.nose_rows``
+    rows of the nose box belong to the nose, so the rows it shares with the mouth box keep
+    the mouth's features (the official 36-row trim)."""
+    key = (layout.size, tuple(sorted(layout.boxes.items())), layout.nose_rows, layout.paste_order)
+    if key in _MASKS:
+        return _MASKS[key]
+    owner = np.full((layout.size, layout.size), -1, np.int64)
+    for i, name in enumerate(layout.paste_order):
+        b = layout.box(name)
+        rows = layout.nose_rows if name == "nose" else b.size
+        owner[b.y:b.y + rows, b.x:b.x + b.size] = i
+    masks = {"remainder": owner == -1}
+    masks.update({name: owner == i for i, name in enumerate(layout.paste_order)})
+    _MASKS[key] = {c: m.astype(np.float32)[None, None] for c, m in masks.items()}
+    return _MASKS[key]
 
 
 def paste_feature_maps(maps: Dict[str, jt.Var], layout: Layout) -> jt.Var:
-    """Paste the part maps into the remainder's map -> (N, C, size, size).
+    """{component: (N, C, S, S)} -> the face map (N, C, size, size).
 
-    Parts go in ``layout.paste_order`` (mouth, nose, left eye, right eye), later ones
-    overwriting earlier ones where boxes overlap. Only the first ``layout.nose_rows`` rows
-    of the nose are pasted, so the rows the nose box shares with the mouth box keep the
-    mouth's features (the official 36-row trim).
+    Each pixel shows exactly one component's map (see :func:`paste_masks`). Written as a
+    masked sum rather than slice assignment so that, in training, each pixel's gradient
+    reaches only the component it shows (Jittor's in-place setitem would also send the
+    gradient of overwritten pixels to the remainder). The values are the same either way.
     """
-    face = maps["remainder"]
+    masks = paste_masks(layout)
+    size = layout.size
+    face = maps["remainder"] * jt.array(masks["remainder"])
     for name in layout.paste_order:
         b = layout.box(name)
-        part = maps[name]
-        h = layout.nose_rows if name == "nose" else b.size
-        face[:, :, b.y:b.y + h, b.x:b.x + b.size] = part[:, :, :h, :]
+        placed = nn.pad(maps[name], (b.x, size - b.x - b.size, b.y, size - b.y - b.size))
+        face = face + placed * jt.array(masks[name])
     return face

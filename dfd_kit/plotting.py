@@ -1,0 +1,594 @@
+"""Figures for the notebooks: one function per picture, each returning a matplotlib Figure.
+
+Every helper builds its figure with pyplot and closes it before returning, so a notebook
+cell that *ends* with the call shows the figure exactly once (``fig = plot_...(...)``
+shows nothing, ``display(fig)`` shows it again); nothing piles up in pyplot's state.
+
+Conventions: sketches and decoded sketches in gray (white paper, dark ink, fixed range,
+so a faint stroke looks faint); feature channels in ``viridis``, each channel on its own
+scale; one colour per component everywhere (:data:`COMPONENT_COLOURS`), one per sex
+(:data:`SEX_COLOURS`); every image panel titled, every chart axis labelled.
+
+The few computations the figures need and the pipeline does not return (reconstructions,
+PCA, interpolations, component swaps, weight sweeps) are here as well, in numpy plus the
+model's own stage methods, so the notebooks stay one call per picture.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from .config import COMPONENTS, PARTS, Layout
+from .manifold import Projection, blend, project_to_manifold
+
+SEXES = ("male", "female")
+COMPONENT_COLOURS = {"left_eye": "tab:blue", "right_eye": "tab:cyan", "nose": "tab:green",
+                     "mouth": "tab:red", "remainder": "tab:gray"}
+SEX_COLOURS = {"male": "tab:blue", "female": "tab:orange"}
+PANEL = 2.4          # inches per image panel
+FACE_PANEL = 3.2     # inches per full-face panel
+SKETCH_CMAP = "gray"
+FEATURE_CMAP = "viridis"
+
+
+# ---------------------------------------------------------------------------------------
+# basics
+# ---------------------------------------------------------------------------------------
+
+def _grid(nrows: int, ncols: int, panel: float = PANEL, extra_h: float = 0.35, **kw):
+    """A constrained-layout figure with an (nrows, ncols) array of axes."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, (panel + extra_h) * nrows),
+                             squeeze=False, layout="constrained", **kw)
+    return fig, axes
+
+
+def _done(fig: Figure) -> Figure:
+    plt.close(fig)   # the caller (or Jupyter) shows the returned Figure; pyplot forgets it
+    return fig
+
+
+def to_image(a: np.ndarray) -> np.ndarray:
+    """Anything the pipeline produces -> something ``imshow`` draws faithfully.
+
+    uint8 arrays pass through; float (S, S) sketches and float (3, H, W) generator outputs
+    in about [-1, 1] become uint8 (S, S) / (H, W, 3).
+    """
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return a
+    a = a.astype(np.float64)
+    if a.ndim == 3 and a.shape[0] == 3:
+        a = a.transpose(1, 2, 0)
+    return np.clip((a + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)
+
+
+def show_image(ax, image: np.ndarray, title: Optional[str] = None, cmap: str = SKETCH_CMAP):
+    """Draw one image on ``ax``: grayscale ones on a fixed 0-255 range, ticks off."""
+    img = to_image(image)
+    if img.ndim == 2:
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def show_images(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, ncols: Optional[int] = None,
+                suptitle: Optional[str] = None, panel: float = PANEL) -> Figure:
+    """A gallery: ``images`` (uint8, or float in [-1, 1]) in rows of ``ncols`` with ``titles``.
+
+    ``images`` may also be a mapping {title: image}.
+    """
+    if isinstance(images, Mapping):
+        titles, images = list(images.keys()), list(images.values())
+    images = list(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("show_images needs at least one image")
+    titles = list(titles) if titles is not None else [None] * n
+    ncols = min(n, ncols or n)
+    nrows = -(-n // ncols)
+    fig, axes = _grid(nrows, ncols, panel)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            show_image(ax, images[i], titles[i])
+        else:
+            ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _done(fig)
+
+
+def _outline(ax, layout: Layout, components: Iterable[str] = PARTS, labels: bool = True, linestyle="-",
+             lw: float = 1.8):
+    """Draw the component boxes of ``layout`` on ``ax`` (image coordinates)."""
+    for name in components:
+        b = layout.box(name)
+        colour = COMPONENT_COLOURS[name]
+        ax.add_patch(Rectangle((b.x - .5, b.y - .5), b.size, b.size, fill=False, ec=colour, lw=lw, ls=linestyle))
+        if labels:
+            above = name in ("left_eye", "right_eye")
+            ax.text(b.x + 2, (b.y - 3) if above else (b.y + b.size - 3), name.replace("_", " "), color=colour,
+                    fontsize=8, va="bottom" if above else "bottom", fontweight="bold",
+                    bbox=dict(fc="white", ec="none", alpha=.7, pad=1))
+
+
+# ---------------------------------------------------------------------------------------
+# 00: the whole pipeline
+# ---------------------------------------------------------------------------------------
+
+_PANEL_TITLES = {"sketch": "sketch (normalised)", "shadow": "shadow guidance", "image": "generated face",
+                 "feature_map": "feature map (3 PCs as RGB)"}
+
+
+def _panel(result, what: str) -> np.ndarray:
+    if what == "feature_map":
+        return feature_rgb(result.feature_map)
+    value = getattr(result, what)
+    if value is None:
+        raise ValueError(f"the result has no {what!r}; generate it with shadows=True / keep_features=True")
+    return value
+
+
+def plot_generation(result, title: Optional[str] = None) -> Figure:
+    """Sketch in, (shadow guidance,) face out: one row of a GenerationResult."""
+    panels = ["sketch"] + (["shadow"] if result.shadow is not None else []) + ["image"]
+    fig, axes = _grid(1, len(panels), FACE_PANEL)
+    for ax, p in zip(axes[0], panels):
+        show_image(ax, _panel(result, p), _PANEL_TITLES[p])
+    if title:
+        fig.suptitle(title)
+    return _done(fig)
+
+
+def plot_results(results: Mapping[str, object], panels: Sequence[str] = ("sketch", "shadow", "image"),
+                 panel: float = PANEL, columns: bool = False) -> Figure:
+    """Several GenerationResults side by side: one row each, labelled with its key, one
+    column per entry of ``panels`` ("sketch", "shadow", "image", "feature_map").
+    ``columns=True`` turns it round: one column per result, titled with its key."""
+    if columns:
+        fig, axes = _grid(len(panels), len(results), panel)
+        for c, (label, res) in enumerate(results.items()):
+            for r, p in enumerate(panels):
+                show_image(axes[r, c], _panel(res, p), label if r == 0 else None)
+                if c == 0:
+                    axes[r, 0].set_ylabel(_PANEL_TITLES.get(p, p), fontsize=10)
+        return _done(fig)
+    fig, axes = _grid(len(results), len(panels), panel)
+    for r, (label, res) in enumerate(results.items()):
+        for c, p in enumerate(panels):
+            show_image(axes[r, c], _panel(res, p), _PANEL_TITLES.get(p, p) if r == 0 else None)
+        axes[r, 0].set_ylabel(label, fontsize=11)
+    return _done(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# 01: components
+# ---------------------------------------------------------------------------------------
+
+def plot_layout(sketch: np.ndarray, layout: Layout, title: str = "the component layout") -> Figure:
+    """The sketch with the four part boxes drawn over it; the nose rows that are *not*
+    pasted into the face map (they belong to the mouth) are hatched."""
+    fig, axes = _grid(1, 1, 4.5)
+    ax = axes[0, 0]
+    show_image(ax, sketch, title)
+    _outline(ax, layout)
+    nb = layout.box("nose")
+    if layout.nose_rows < nb.size:
+        ax.add_patch(Rectangle((nb.x - .5, nb.y + layout.nose_rows - .5), nb.size, nb.size - layout.nose_rows,
+                               fill=False, hatch="///", ec=COMPONENT_COLOURS["nose"], lw=0, alpha=.5))
+    ax.set_xlabel(f"{layout.size} x {layout.size} px; hatched: nose rows left to the mouth", fontsize=9)
+    return _done(fig)
+
+
+def plot_crops(*crop_sets: Mapping[str, np.ndarray], labels: Optional[Sequence[str]] = None) -> Figure:
+    """One row per set of crops ({component: (S, S)}), one column per component, each
+    titled with its name and size."""
+    if not crop_sets:
+        raise ValueError("plot_crops needs at least one set of crops")
+    names = [c for c in COMPONENTS if c in crop_sets[0]]
+    fig, axes = _grid(len(crop_sets), len(names))
+    for r, crops in enumerate(crop_sets):
+        for c, name in enumerate(names):
+            img = crops[name]
+            show_image(axes[r, c], img, f"{name}  {img.shape[0]}x{img.shape[1]}")
+            for side in axes[r, c].spines.values():
+                side.set_edgecolor(COMPONENT_COLOURS[name]), side.set_linewidth(2)
+        if labels:
+            axes[r, 0].set_ylabel(labels[r], fontsize=11)
+    return _done(fig)
+
+
+def plot_remainder(sketch: np.ndarray, remainder: np.ndarray, layout: Layout) -> Figure:
+    """The whole sketch next to the remainder crop: the four part boxes painted white."""
+    fig, axes = _grid(1, 2, 3.8)
+    show_image(axes[0, 0], sketch, "sketch")
+    _outline(axes[0, 0], layout, labels=False)
+    show_image(axes[0, 1], remainder, "remainder: parts painted out")
+    _outline(axes[0, 1], layout, labels=False, linestyle="--", lw=1)
+    return _done(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# 02: embedding
+# ---------------------------------------------------------------------------------------
+
+def reconstruct(model, crops: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Encode each crop with its component's encoder and decode it back with the
+    auto-encoder's sketch decoder -> {component: uint8 (S, S)}."""
+    latents = model.encode(dict(crops))
+    return {c: to_image(model.decode_neighbours(c, z[None])[0]) for c, z in latents.items()}
+
+
+def plot_reconstructions(crops: Mapping[str, np.ndarray], reconstructions: Mapping[str, np.ndarray]) -> Figure:
+    """Top row the crops, bottom row what the auto-encoders make of them."""
+    return plot_crops(crops, reconstructions, labels=["input crop", "encode + decode"])
+
+
+class PCA(NamedTuple):
+    """A 2-D (or n-D) principal-component basis: ``transform(X) = (X - mean) @ axes.T``."""
+    mean: np.ndarray        # (D,)
+    axes: np.ndarray        # (n, D), unit rows
+    explained: np.ndarray   # (n,) fraction of the variance along each axis
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return (x - self.mean) @ self.axes.T
+
+
+def pca_fit(x: np.ndarray, n: int = 2) -> PCA:
+    """PCA of the rows of ``x`` (N, D) by SVD of the centred data (numpy only)."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    var = s ** 2
+    # A sign convention, so the picture does not flip between runs or machines.
+    signs = np.sign(vt[:n][np.arange(min(n, len(vt))), np.abs(vt[:n]).argmax(axis=1)])
+    return PCA(mean, vt[:n] * signs[:, None], var[:n] / var.sum())
+
+
+def plot_bank_pca(banks: Mapping[str, Mapping[str, np.ndarray]], components: Sequence[str] = COMPONENTS,
+                  marks: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None,
+                  neighbours: Optional[Mapping[str, np.ndarray]] = None, neighbour_sex: str = "male") -> Figure:
+    """The feature banks in 2-D: per component, every bank latent projected on the first
+    two principal axes of both banks together, coloured by sex.
+
+    marks: {label: {component: latent (D,)}} extra points (your sketch, its projection),
+    drawn with the same PCA. neighbours: {component: bank rows} of the ``neighbour_sex``
+    bank to ring (the K nearest neighbours).
+    """
+    fig, axes = _grid(1, len(components), 3.2, extra_h=0.3)
+    for ax, comp in zip(axes[0], components):
+        pca = pca_fit(np.concatenate([banks[s][comp] for s in SEXES]))
+        for sex in SEXES:
+            xy = pca.transform(banks[sex][comp])
+            ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=.6, c=SEX_COLOURS[sex], label=f"{sex} bank", lw=0)
+        if neighbours is not None and comp in neighbours:
+            xy = pca.transform(banks[neighbour_sex][comp][np.asarray(neighbours[comp])])
+            ax.scatter(xy[:, 0], xy[:, 1], s=60, facecolors="none", edgecolors="k", lw=1,
+                       label=f"nearest {len(xy)}")
+        for (label, vecs), marker in zip((marks or {}).items(), "*XPD"):
+            if comp in vecs:
+                xy = pca.transform(np.asarray(vecs[comp])[None])
+                ax.scatter(xy[:, 0], xy[:, 1], s=180, marker=marker, c="k" if marker == "*" else "tab:red",
+                           edgecolors="white", lw=.8, label=label, zorder=5)
+        ax.set_title(comp)
+        ax.set_xlabel(f"PC 1 ({pca.explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({pca.explained[1]:.0%})")
+        ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    return _done(fig)
+
+
+def interpolate_latents(a: np.ndarray, b: np.ndarray, steps: int = 7) -> np.ndarray:
+    """float32 (steps, D): the straight line from latent ``a`` (t=0) to ``b`` (t=1)."""
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    return ((1 - t) * np.asarray(a, np.float64) + t * np.asarray(b, np.float64)).astype(np.float32)
+
+
+def plot_interpolation(images: Sequence[np.ndarray], title: str = "decoding the line between two latents") -> Figure:
+    """A strip of decoded sketches along an interpolation, titled with t."""
+    ts = np.linspace(0.0, 1.0, len(images))
+    return show_images(list(images), [f"t = {t:.2f}" for t in ts], suptitle=title, panel=1.9)
+
+
+# ---------------------------------------------------------------------------------------
+# 03: manifold projection
+# ---------------------------------------------------------------------------------------
+
+def plot_neighbours(decoded: np.ndarray, projection: Projection, crop: Optional[np.ndarray] = None,
+                    ncols: int = 8) -> Figure:
+    """The K nearest bank samples, decoded, each titled with its bank row, squared distance
+    and locally-linear weight, and a bar chart of the weights underneath (negative ones red).
+    ``crop``: the drawn component, shown first for comparison."""
+    images = ([crop] if crop is not None else []) + list(decoded)
+    titles = (["your drawing"] if crop is not None else []) + [
+        f"#{r}  d={d:.3g}\nw = {w:+.2f}" for r, d, w in
+        zip(projection.neighbours, projection.distances, projection.weights)]
+    n = len(images)
+    nrows = -(-n // ncols)
+    ncols = -(-n // nrows)          # balance the rows: 11 images -> 6 + 5, not 8 + 3
+    fig = plt.figure(figsize=(1.7 * ncols, 2.0 * nrows + 1.8), layout="constrained")
+    gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[2.0] * nrows + [1.6])
+    for i in range(n):
+        show_image(fig.add_subplot(gs[i // ncols, i % ncols]), images[i], titles[i]).title.set_fontsize(8)
+    bar = fig.add_subplot(gs[nrows, :])
+    w = np.asarray(projection.weights)
+    bar.bar(np.arange(len(w)), w, color=np.where(w < 0, "tab:red", "tab:blue"))
+    bar.axhline(0, color="k", lw=.6)
+    bar.set_xticks(np.arange(len(w)), [f"#{r}" for r in projection.neighbours], fontsize=7)
+    bar.set_xlabel("neighbour (bank row), nearest first")
+    bar.set_ylabel("weight")
+    bar.set_title(f"locally-linear weights (sum = {w.sum():.2f})", fontsize=9)
+    return _done(fig)
+
+
+def projection_views(model, crop: np.ndarray, component: str, k: Optional[int] = None, weight: float = 1.0,
+                     sex: str = "male", anchor: str = "nearest") -> Dict[str, np.ndarray]:
+    """What manifold projection does to one drawn component: {title: image}.
+
+    The drawing, its own reconstruction (w = 0), the projection onto the K nearest bank
+    latents (w = 1), the blend at ``weight`` (all three decoded with the auto-encoder's
+    sketch decoder), and the shadow the neighbours cast.
+    """
+    k = model.config.k if k is None else int(k)
+    latent = model.encode({component: crop})[component]
+    proj = project_to_manifold(latent, model.banks[sex][component], k, weight, anchor)
+    dec = model.decode_neighbours(component, np.stack([latent, proj.projected, proj.vector]))
+    return {"your drawing": crop, "reconstruction (w = 0)": dec[0], f"projected, K = {k} (w = 1)": dec[1],
+            f"blend, w = {weight:.2f}": dec[2], "shadow": model.shadow(component, proj, sex)}
+
+
+def plot_projection(model, crop: np.ndarray, component: str, k: Optional[int] = None, weight: float = 1.0,
+                    sex: str = "male", anchor: str = "nearest") -> Figure:
+    """:func:`projection_views` as one row of pictures (use it with ipywidgets.interact)."""
+    views = projection_views(model, crop, component, k, weight, sex, anchor)
+    return show_images(views, suptitle=f"{component}: {sex} bank", panel=2.2)
+
+
+def plot_shadow(result) -> Figure:
+    """The sketch, the shadow guidance the neighbours cast, and the sketch drawn over it
+    (what the drawing interface shows the user)."""
+    over = np.minimum(result.sketch, (128 + result.shadow.astype(np.int32) // 2).astype(np.uint8))
+    return show_images([result.sketch, result.shadow, over],
+                       ["your sketch", "shadow guidance", "sketch over its shadow"], panel=FACE_PANEL)
+
+
+# ---------------------------------------------------------------------------------------
+# 04: feature mapping and synthesis
+# ---------------------------------------------------------------------------------------
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(x, [1, 99])
+    return np.clip((x - lo) / (hi - lo + 1e-8), 0, 1)
+
+
+def plot_feature_maps(feature_maps: Mapping[str, np.ndarray], channels: int = 8) -> Figure:
+    """Channel mosaic: one row per component, its first ``channels`` feature channels,
+    each on its own colour scale."""
+    names = [c for c in COMPONENTS if c in feature_maps]
+    channels = min(channels, min(feature_maps[c].shape[0] for c in names))
+    fig, axes = _grid(len(names), channels, 1.5, extra_h=0.25)
+    for r, name in enumerate(names):
+        fm = feature_maps[name]
+        for ch in range(channels):
+            ax = axes[r, ch]
+            ax.imshow(_normalise(fm[ch]), cmap=FEATURE_CMAP, vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"channel {ch}", fontsize=9)
+        axes[r, 0].set_ylabel(f"{name}\n{fm.shape[0]}x{fm.shape[1]}x{fm.shape[2]}", fontsize=9)
+    return _done(fig)
+
+
+def paste_owners(layout: Layout) -> np.ndarray:
+    """int (size, size): index into COMPONENTS of the feature map each pixel of the face
+    map comes from, following the paste order and the nose trim of
+    :func:`dfd_kit.mapping.paste_feature_maps`."""
+    owner = np.full((layout.size, layout.size), COMPONENTS.index("remainder"), np.int64)
+    for name in layout.paste_order:
+        b = layout.box(name)
+        h = layout.nose_rows if name == "nose" else b.size
+        owner[b.y:b.y + h, b.x:b.x + b.size] = COMPONENTS.index(name)
+    return owner
+
+
+def plot_paste(feature_map: np.ndarray, layout: Layout, channel: int = 0) -> Figure:
+    """How the face map is assembled: which component's features each pixel holds (left),
+    and one channel of the assembled map with the boxes (right)."""
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = _grid(1, 2, 4.2)
+    ax = axes[0, 0]
+    cmap = ListedColormap([COMPONENT_COLOURS[c] for c in COMPONENTS])
+    ax.imshow(paste_owners(layout), cmap=cmap, vmin=-.5, vmax=len(COMPONENTS) - .5, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("which component fills each pixel", fontsize=9)
+    nb = layout.box("nose")
+    ax.axhline(nb.y + layout.nose_rows - .5, xmin=nb.x / layout.size, xmax=(nb.x + nb.size) / layout.size,
+               color="k", ls="--", lw=1)
+    ax.set_xlabel(f"pasted {', then '.join(layout.paste_order)} (later wins);\n"
+                  f"dashed: the nose is cut after {layout.nose_rows} of its {nb.size} rows", fontsize=9)
+    ax.legend(handles=[Patch(color=COMPONENT_COLOURS[c], label=c) for c in COMPONENTS], fontsize=7,
+              loc="lower left", framealpha=.9)
+    ax = axes[0, 1]
+    ax.imshow(_normalise(feature_map[channel]), cmap=FEATURE_CMAP, vmin=0, vmax=1)
+    _outline(ax, layout, labels=False, lw=1.2)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(f"face feature map, channel {channel} of {feature_map.shape[0]}", fontsize=9)
+    return _done(fig)
+
+
+def feature_rgb(feature_map: np.ndarray) -> np.ndarray:
+    """(C, H, W) feature map -> uint8 (H, W, 3): its first three principal components as
+    red, green and blue -- a way to see C channels at once."""
+    c, h, w = feature_map.shape
+    x = feature_map.reshape(c, -1).T
+    n = min(3, c)
+    rgb = pca_fit(x, n).transform(x)
+    if n < 3:
+        rgb = np.concatenate([rgb, np.zeros((len(rgb), 3 - n))], axis=1)
+    rgb = np.stack([_normalise(rgb[:, i]) for i in range(3)], axis=1)
+    return (rgb.reshape(h, w, 3) * 255).astype(np.uint8)
+
+
+def plot_synthesis(result) -> Figure:
+    """The generator's input (the face feature map, 3 principal components as RGB) and
+    its output."""
+    return show_images([result.sketch, feature_rgb(result.feature_map), result.image],
+                       ["sketch", f"face feature map ({result.feature_map.shape[0]} ch, 3 PCs as RGB)",
+                        "generator output"], panel=FACE_PANEL)
+
+
+def _with_vectors(result, vectors: Mapping[str, np.ndarray]):
+    """A copy of ``result`` whose projections carry ``vectors``; images and maps cleared."""
+    proj = {c: dataclasses.replace(p, vector=np.asarray(vectors.get(c, p.vector), np.float32))
+            for c, p in result.projections.items()}
+    return dataclasses.replace(result, projections=proj, shadows={}, shadow=None, feature_maps={},
+                               feature_map=None, generator_output=None, image=None)
+
+
+def swap_components(model, target, donor, components: Sequence[str], keep_features: bool = True):
+    """``target`` with the projected vectors of ``components`` taken from ``donor``,
+    rendered: a new GenerationResult. Its ``sketch`` shows the swap too: the donor's crops
+    pasted into the target's sketch (the donor's whole sketch when the remainder swaps)."""
+    for c in components:
+        if c not in COMPONENTS:
+            raise ValueError(f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}")
+    mixed = _with_vectors(target, {c: donor.projections[c].vector for c in components})
+    base = donor if "remainder" in components else target
+    sketch = base.sketch.copy()
+    for c in model.layout.paste_order:   # overlapping boxes: later parts win, as in the face map
+        src = donor if c in components else target
+        b = model.layout.box(c)
+        sketch[b.y:b.y + b.size, b.x:b.x + b.size] = src.crops[c]
+    mixed.sketch = sketch
+    mixed.crops = {c: (donor if c in components else target).crops[c] for c in target.crops}
+    return model.render(mixed, keep_features)
+
+
+def weight_sweep(model, result, components: Sequence[str], weights: Sequence[float]) -> Dict[Tuple[str, float], np.ndarray]:
+    """{(component, w): image}: ``result`` re-rendered with one component's weight set to
+    each w (the others as they were). Only the blend changes: the neighbours and the
+    projected latent do not depend on w."""
+    out = {}
+    for c in components:
+        p = result.projections[c]
+        for w in weights:
+            res = model.render(_with_vectors(result, {c: blend(result.latents[c], p.projected.astype(np.float64), w)}),
+                               keep_features=False)
+            out[(c, float(w))] = res.image
+    return out
+
+
+def plot_weight_sweep(sweep: Mapping[Tuple[str, float], np.ndarray]) -> Figure:
+    """Grid of a :func:`weight_sweep`: one row per component, one column per weight."""
+    comps = list(dict.fromkeys(c for c, _ in sweep))
+    weights = sorted({w for _, w in sweep})
+    fig, axes = _grid(len(comps), len(weights), 2.0)
+    for r, c in enumerate(comps):
+        for col, w in enumerate(weights):
+            show_image(axes[r, col], sweep[(c, w)], f"w = {w:.2f}" if r == 0 else None)
+        axes[r, 0].set_ylabel(c, fontsize=11, color=COMPONENT_COLOURS[c])
+    fig.suptitle("one component's weight at a time (w = 0: the drawing, w = 1: the bank)")
+    return _done(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# 06: training
+# ---------------------------------------------------------------------------------------
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(y) < window:
+        return y
+    k = np.ones(window) / window
+    return np.convolve(y, k, mode="valid")
+
+
+def _loss_series(history, keys):
+    """{name: values} or a training run's history (a list of {"step": s, name: value, ...},
+    as in ``StageResult.history``) -> (steps per name, values per name)."""
+    if isinstance(history, Mapping):
+        names = [k for k in history if keys is None or k in keys]
+        return ({k: np.arange(1, len(history[k]) + 1) for k in names},
+                {k: np.asarray(history[k], np.float64) for k in names})
+    rows = list(history)
+    names = list(dict.fromkeys(k for r in rows for k in r if k not in ("step", "sec")))
+    names = [k for k in names if keys is None or k in keys]
+    steps = {k: np.array([r.get("step", i + 1) for i, r in enumerate(rows) if k in r]) for k in names}
+    return steps, {k: np.array([r[k] for r in rows if k in r], np.float64) for k in names}
+
+
+def plot_losses(history, keys: Optional[Sequence[str]] = None, title: str = "training loss", smooth: int = 1,
+                log: bool = True, xlabel: str = "step") -> Figure:
+    """Loss curves, one line per loss: ``history`` is {name: values per step} or a
+    training run's history (``StageResult.history``, a list of per-step dicts); ``keys``
+    picks some of the losses. A moving average over ``smooth`` steps (the raw values
+    faint behind it); log scale when every value is positive."""
+    steps, values = _loss_series(history, keys)
+    fig, axes = _grid(1, 1, 5.0, extra_h=-1.6)
+    ax = axes[0, 0]
+    positive = True
+    for i, name in enumerate(values):
+        x, y = steps[name], values[name]
+        if len(y) == 0:
+            continue
+        colour = f"C{i % 10}"
+        positive &= bool((y > 0).all())
+        ys = _smooth(y, smooth)
+        if len(ys) < len(y):
+            ax.plot(x, y, color=colour, alpha=.25, lw=.8)
+        ax.plot(x[len(y) - len(ys):], ys, color=colour, label=name)
+    if log and positive:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss" + (f" ({smooth}-step average)" if smooth > 1 else ""))
+    ax.set_title(title)
+    ax.grid(alpha=.3)
+    if len(values) > 1:
+        ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def plot_dataset(data_dir, n: int = 4, layout: Optional[Layout] = None) -> Figure:
+    """The first ``n`` (sketch, photo) pairs of a dataset folder (samples.csv, sketch/,
+    photo/), one column each, titled with the sample id and sex."""
+    from .config import DEMO_LAYOUT
+    from .data import load_pair, load_samples
+
+    samples = load_samples(data_dir)[:n]
+    fig, axes = _grid(2, len(samples), 2.2)
+    for j, s in enumerate(samples):
+        sketch, photo = load_pair(s, layout or DEMO_LAYOUT)
+        show_image(axes[0, j], sketch, f"{s.sketch_path.stem} ({s.sex})")
+        show_image(axes[1, j], photo)
+    axes[0, 0].set_ylabel("sketch", fontsize=11)
+    axes[1, 0].set_ylabel("photo", fontsize=11)
+    return _done(fig)
+
+
+def plot_samples(rows: Mapping[str, Sequence[np.ndarray]], n: Optional[int] = None) -> Figure:
+    """Columns of images side by side, e.g. {"sketch": [...], "photo": [...], "model": [...]}:
+    one row per sample, one column per key."""
+    cols = list(rows)
+    n = min(len(rows[c]) for c in cols) if n is None else n
+    fig, axes = _grid(n, len(cols), 2.2)
+    for r in range(n):
+        for c, name in enumerate(cols):
+            show_image(axes[r, c], rows[name][r], name if r == 0 else None)
+    return _done(fig)
+
+
+__all__ = ["COMPONENT_COLOURS", "SEX_COLOURS", "to_image", "show_image", "show_images", "plot_generation",
+           "plot_results", "plot_layout", "plot_crops", "plot_remainder", "reconstruct", "plot_reconstructions",
+           "PCA", "pca_fit", "plot_bank_pca", "interpolate_latents", "plot_interpolation", "plot_neighbours",
+           "projection_views", "plot_projection", "plot_shadow", "plot_feature_maps", "paste_owners", "plot_paste",
+           "feature_rgb", "plot_synthesis", "swap_components", "weight_sweep", "plot_weight_sweep", "plot_losses",
+           "plot_dataset", "plot_samples"]

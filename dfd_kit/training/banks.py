@@ -1,0 +1,122 @@
+"""Feature banks: the latents of every training sketch, per sex and component.
+
+After stage 1 the frozen encoders (eval mode) encode each training sketch's five crops.
+The rows, grouped by the sample's sex, are the banks ``banks[sex][component]`` float32
+(N_sex, latent_dim) that manifold projection searches at inference (and that stage 2
+samples projected latents from). ``out_dir/banks.npz`` keeps the latents in dataset
+order with each sample's sex and id, so stage 2 can find a sample's own bank row.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from .common import (TrainingData, all_reduce_sum, barrier, is_main, mpi_rank, mpi_world, read_model_config)
+from ..config import COMPONENTS, ModelConfig
+from ..loading import SEXES
+
+import jittor as jt
+
+BANKS_FILE = "banks.npz"
+
+
+def encode_all(encoders, sketches: np.ndarray, layout, batch_size: int = 16, progress: bool = False) -> Dict[str, np.ndarray]:
+    """uint8 (N, size, size) sketches -> {component: float32 (N, latent_dim)}.
+
+    Encoders are switched to eval mode (running BatchNorm statistics, so each row depends
+    on its own sketch only). The last batch is padded to ``batch_size`` so one compiled
+    shape serves every batch.
+    """
+    from tqdm.auto import tqdm
+
+    from .stage1 import stack_crops
+
+    for m in encoders.values():
+        m.eval()
+    n = len(sketches)
+    out = {c: [] for c in COMPONENTS}
+    with jt.no_grad():
+        for start in tqdm(range(0, n, batch_size), desc="encoding banks", unit="batch", leave=False,
+                          disable=not progress):
+            chunk = sketches[start:start + batch_size]
+            k = len(chunk)
+            if k < batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - k, axis=0)])
+            x = stack_crops(chunk, layout)
+            for c in COMPONENTS:
+                out[c].append(encoders[c](jt.array(x[c])).numpy()[:k])
+    d = next(iter(encoders.values())).to_latent.weight.shape[0]
+    return {c: (np.concatenate(v) if v else np.zeros((0, d))).astype(np.float32) for c, v in out.items()}
+
+
+def banks_by_sex(latents: Dict[str, np.ndarray], sexes: np.ndarray) -> Dict[str, Dict[str, np.ndarray]]:
+    """{component: (N, D)} + sexes (N,) -> {sex: {component: (N_sex, D)}} (dataset order kept)."""
+    sexes = np.asarray(sexes)
+    return {s: {c: np.ascontiguousarray(latents[c][sexes == s], np.float32) for c in COMPONENTS} for s in SEXES}
+
+
+@dataclass
+class BankSet:
+    """banks.npz read back."""
+    latents: Dict[str, np.ndarray]   # component -> (N, D), dataset order
+    sexes: np.ndarray                # (N,) "male" / "female"
+    ids: np.ndarray                  # (N,) sample ids
+    banks: Dict[str, Dict[str, np.ndarray]]   # sex -> component -> (N_sex, D)
+    row_in_bank: np.ndarray          # (N,) each sample's row in its sex's bank
+
+    def __len__(self):
+        return len(self.sexes)
+
+
+def build_banks(out_dir, data_dir=None, data: Optional[TrainingData] = None, config: Optional[ModelConfig] = None,
+                batch_size: int = 16, progress: bool = True, encoders=None) -> Path:
+    """Encode every training sketch with the stage-1 encoders -> ``out_dir/banks.npz``.
+
+    Uses the whole dataset (``data`` must then be unsharded, or is loaded from
+    ``data_dir``). Under MPI every rank encodes its share and the rows are summed
+    across ranks; rank 0 writes the file. Returns its path.
+    """
+    from .stage1 import load_stage1
+
+    config = config or read_model_config(out_dir)
+    if data is None:
+        data = TrainingData(data_dir, config.layout, photos=False, shard=False, progress=progress)
+    if encoders is None:
+        encoders, _ = load_stage1(out_dir, config)
+    n, d = len(data), config.nets.latent_dim
+    mine = np.arange(n)[mpi_rank()::mpi_world()]
+    part = encode_all(encoders, data.sketches[mine], config.layout, batch_size, progress and is_main())
+    latents = {}
+    for c in COMPONENTS:
+        full = np.zeros((n, d), np.float32)
+        full[mine] = part[c]
+        latents[c] = all_reduce_sum(full).astype(np.float32)
+    path = Path(out_dir) / BANKS_FILE
+    if is_main():
+        tmp = path.with_name("banks.tmp.npz")
+        np.savez(tmp, sex=np.asarray(data.sexes, "U6"), id=np.asarray(data.ids),
+                 **{f"latent_{c}": latents[c] for c in COMPONENTS})
+        os.replace(tmp, path)
+    barrier()
+    return path
+
+
+def load_banks(out_dir) -> BankSet:
+    path = Path(out_dir) / BANKS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run build_banks after stage 1")
+    with np.load(path) as z:
+        latents = {c: z[f"latent_{c}"].astype(np.float32) for c in COMPONENTS}
+        sexes, ids = z["sex"].astype(str), z["id"].astype(str)
+    row = np.zeros(len(sexes), np.int64)
+    for s in SEXES:
+        m = sexes == s
+        row[m] = np.arange(m.sum())
+    return BankSet(latents, sexes, ids, banks_by_sex(latents, sexes), row)
+
+
+__all__ = ["build_banks", "load_banks", "encode_all", "banks_by_sex", "BankSet", "BANKS_FILE"]

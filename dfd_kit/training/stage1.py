@@ -1,0 +1,163 @@
+"""Stage 1 -- Component Embedding: train the five component auto-encoders.
+
+Each component (left eye, right eye, nose, mouth, remainder) has an encoder (crop ->
+latent) and a sketch decoder (latent -> crop). They are trained together, one Adam for
+all ten networks, to reconstruct the *clean* crop of each training sketch:
+
+    loss = sum over components of mean |decoder(encoder(x_c)) - y_c|     (or squared)
+
+where y_c is the crop of the clean sketch in [-1, 1] (the remainder is the whole
+sketch with the four part boxes painted white, as at inference) and x_c the same crop,
+or -- with probability ``augment_prob`` -- the crop of a copy made to look hand-drawn.
+BatchNorm uses batch statistics while training; the networks are switched to eval
+mode (running statistics) at the end, which is how the encoders are used afterwards.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .common import (BatchSampler, Run, Stage1Config, StageResult, TrainingData, is_main, load_checkpoint,
+                     load_module_state, read_model_config, sample_rng, save_image_grid, seed_all, to_uint8,
+                     trainable, write_model_config)
+from ..components import crop_components
+from ..config import COMPONENTS, DEMO, ModelConfig
+from ..embedding import ComponentEncoder, LatentDecoder, sketch_decoder
+
+import jittor as jt
+
+STAGE = "stage1"
+
+
+def build_autoencoders(config: ModelConfig) -> Tuple[Dict[str, ComponentEncoder], Dict[str, LatentDecoder]]:
+    """Fresh encoders and sketch decoders for every component (same networks as
+    :func:`dfd_kit.pipeline.build`), in training mode."""
+    n, lay = config.nets, config.layout
+    enc = {c: ComponentEncoder(lay.crop_size(c), n.encoder_channels, n.latent_dim) for c in COMPONENTS}
+    dec = {c: sketch_decoder(lay.crop_size(c), n.decoder_channels, n.latent_dim) for c in COMPONENTS}
+    for m in list(enc.values()) + list(dec.values()):
+        m.train()
+    return enc, dec
+
+
+def _modules(enc, dec) -> Dict[str, object]:
+    return {**{f"encoder.{c}": enc[c] for c in COMPONENTS}, **{f"sketch_decoder.{c}": dec[c] for c in COMPONENTS}}
+
+
+def stack_crops(sketches, layout) -> Dict[str, np.ndarray]:
+    """uint8 (B, size, size) sketches -> {component: float32 (B, 1, S, S) in [-1, 1]}."""
+    crops = [crop_components(s, layout) for s in sketches]
+    return {c: ((np.stack([x[c] for x in crops]).astype(np.float64) - 127.5) / 127.5).astype(np.float32)[:, None]
+            for c in COMPONENTS}
+
+
+def make_inputs(data: TrainingData, rows: np.ndarray, step: int, cfg, stage_id: int = 1) -> np.ndarray:
+    """The input sketches of a batch: each clean sketch, or with probability
+    ``cfg.augment_prob`` an augmented copy (randomness from :func:`sample_rng`)."""
+    out = data.sketches[rows].copy()
+    if cfg.augment_prob > 0:
+        from ..data.sketch import augment_sketch
+
+        for j, r in enumerate(rows):
+            rng = sample_rng(cfg.seed, stage_id, step, data.indices[r])
+            if rng.random() < cfg.augment_prob:
+                out[j] = augment_sketch(out[j], rng, cfg.augment_strength)
+    return out
+
+
+def reconstruction_loss(out: jt.Var, target: jt.Var, kind: str) -> jt.Var:
+    d = out - target
+    return jt.abs(d).mean() if kind == "l1" else (d * d).mean()
+
+
+def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[Stage1Config] = None,
+                 data: Optional[TrainingData] = None,
+                 on_step: Optional[Callable[[int], None]] = None) -> StageResult:
+    """Train (or resume training) the component auto-encoders into ``out_dir/stage1``.
+
+    data_dir: a dataset folder (samples.csv, sketch/, photo/); ``data`` may pass it
+    preloaded. Resumes from ``out_dir/stage1/checkpoint.pkl`` when it exists; returns at
+    once when that checkpoint already reached the step or time budget. Writes
+    ``stage1/losses.csv`` and, on rank 0, ``figures/stage1_losses.png`` and
+    ``figures/stage1_samples_<step>.png``. Returns the networks in eval mode.
+    """
+    cfg = cfg or Stage1Config()
+    cfg.check()
+    config = write_model_config(out_dir, config)
+    layout = config.layout
+    seed_all(cfg.seed)
+    if data is None:
+        data = TrainingData(data_dir, layout, photos=False, progress=cfg.progress)
+    enc, dec = build_autoencoders(config)
+    opt = jt.optim.Adam(trainable(list(enc.values()) + list(dec.values())), cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed)
+    run = Run(STAGE, out_dir, cfg, _modules(enc, dec), {"adam": opt}, sampler)
+    run.resume()
+
+    def step_fn(step: int) -> Dict[str, float]:
+        rows = sampler.next()
+        x = stack_crops(make_inputs(data, rows, step, cfg), layout)
+        y = stack_crops(data.sketches[rows], layout)
+        losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), cfg.loss)
+                  for c in COMPONENTS}
+        total = sum(losses.values())
+        opt.step(total)
+        jt.sync_all()
+        out = {c: v.item() for c, v in losses.items()}
+        out["total"] = total.item()
+        return out
+
+    vis_rows = np.arange(min(cfg.n_vis, len(data)))
+
+    def figure_fn(step: int):
+        write_stage1_samples(enc, dec, data.sketches[vis_rows], layout,
+                             Path(out_dir) / "figures" / f"stage1_samples_{step:06d}.png", step)
+
+    stopped = run.loop(step_fn, figure_fn, on_step)
+    for m in list(enc.values()) + list(dec.values()):
+        m.eval()
+    return StageResult(STAGE, run.step, run.elapsed, run.checkpoint_path, run.history,
+                       {"encoders": enc, "sketch_decoders": dec}, stopped)
+
+
+def reconstruct(enc, dec, sketches: np.ndarray, layout) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Eval-mode reconstructions: uint8 sketches (B, size, size) -> ({c: input crops uint8},
+    {c: reconstructions uint8}). Leaves the networks in the mode it found them."""
+    x = stack_crops(sketches, layout)
+    modes = {id(m): m.is_training() for m in list(enc.values()) + list(dec.values())}
+    for m in list(enc.values()) + list(dec.values()):
+        m.eval()
+    try:
+        with jt.no_grad():
+            rec = {c: dec[c](enc[c](jt.array(x[c]))).numpy()[:, 0] for c in COMPONENTS}
+    finally:
+        for m in list(enc.values()) + list(dec.values()):
+            if modes[id(m)]:
+                m.train()
+    return ({c: to_uint8(x[c][:, 0]) for c in COMPONENTS}, {c: to_uint8(rec[c]) for c in COMPONENTS})
+
+
+def write_stage1_samples(enc, dec, sketches, layout, path, step: int = 0) -> Path:
+    """Sample grid: per sample, each component's input crop next to its reconstruction."""
+    crops, rec = reconstruct(enc, dec, sketches, layout)
+    rows = [[img for c in COMPONENTS for img in (crops[c][i], rec[c][i])] for i in range(len(sketches))]
+    titles = [f"{c}{' in' if k == 0 else ' out'}" for c in COMPONENTS for k in (0, 1)]
+    return save_image_grid(rows, path, titles, title=f"stage 1 reconstructions, step {step}")
+
+
+def load_stage1(out_dir, config: Optional[ModelConfig] = None):
+    """The trained encoders and sketch decoders from ``out_dir/stage1/checkpoint.pkl``,
+    in eval mode: ``(encoders, sketch_decoders)``."""
+    config = config or read_model_config(out_dir)
+    st = load_checkpoint(Path(out_dir) / STAGE / "checkpoint.pkl")
+    enc, dec = build_autoencoders(config)
+    for name, m in _modules(enc, dec).items():
+        load_module_state(m, st["modules"][name], name)
+        m.eval()
+    return enc, dec
+
+
+__all__ = ["train_stage1", "load_stage1", "build_autoencoders", "reconstruct", "write_stage1_samples",
+           "stack_crops", "make_inputs", "reconstruction_loss"]

@@ -1,0 +1,724 @@
+"""A live drawing pad for Jupyter: draw a face sketch, watch the face appear.
+
+    import dfd_kit
+    from dfd_kit.widgets import DrawingPad, default_model
+    pad = DrawingPad(default_model())
+    pad                       # the last line of a cell displays it
+
+How it works, in the paper's terms (DeepFaceDrawing, Chen et al. 2020, section 5):
+
+* You draw on an ipycanvas ``MultiCanvas``. Layers, bottom to top: the *shadow guidance*
+  (the K nearest real sketches of every component, drawn faintly), the component boxes
+  (optional), your ink, and the live preview of the stroke you are drawing.
+* Strokes are kept in Python as point lists and rasterised here with PIL into the sketch
+  the model reads (``pad.sketch``, layout size). The browser canvas is only a display.
+* When a stroke *ends* the pad re-encodes only the components whose crops changed,
+  re-projects them onto the manifold, then runs the feature map and the generator once.
+  The shadows of the changed components are recomputed after the face is shown.
+* Sliders: the five component weights, male/female bank and K re-project (cheap numpy)
+  and re-render; nothing is re-encoded.
+
+Everything the mouse can do is also a method (``add_stroke``, ``undo``, ``redo``,
+``clear``, ``load_sketch``, ``save``), so scripts and tests can drive the pad without a
+browser. ``pad.stats`` counts the work done per component.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+import weakref
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import ipywidgets as W
+import numpy as np
+from ipycanvas import MultiCanvas, hold_canvas
+from PIL import Image, ImageDraw
+
+from .components import components_touched
+from .config import COMPONENTS, PARTS
+from .manifold import blend_shadow, shadow_weights
+
+#: Environment variable naming the Params folder the notebooks load (unset: the demo model).
+PARAMS_ENV = "DFD_PARAMS"
+
+PAPER = 255
+INK = 0
+_LAYER_SHADOW, _LAYER_BOXES, _LAYER_INK, _LAYER_PREVIEW = range(4)
+_BOX_COLOURS = {"left_eye": "#1f77b4", "right_eye": "#2ca02c", "nose": "#ff7f0e", "mouth": "#d62728"}
+_SHADOW_TINT = np.array([70.0, 90.0, 140.0])   # shadows are drawn bluish-grey, ink is black
+_NICE = {"left_eye": "left eye", "right_eye": "right eye", "nose": "nose", "mouth": "mouth",
+         "remainder": "remainder"}
+
+
+def default_model(shadows: bool = True):
+    """The model the notebooks use: the folder named by ``$DFD_PARAMS`` if set, else the
+    bundled demo model (``dfd_kit.load()``)."""
+    import dfd_kit
+
+    return dfd_kit.load(os.environ.get(PARAMS_ENV) or None, shadows=shadows)
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """One pen or eraser stroke in sketch pixel coordinates (0..layout.size, continuous:
+    pixel (row r, column c) covers [c, c+1) x [r, r+1))."""
+    points: Tuple[Tuple[float, float], ...]
+    width: float
+    eraser: bool = False
+
+    @property
+    def bbox(self) -> Tuple[float, float, float, float]:
+        xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
+        r = self.width / 2 + 1
+        return min(xs) - r, min(ys) - r, max(xs) + r, max(ys) + r
+
+
+def rasterize_stroke(img: Image.Image, stroke: Stroke) -> None:
+    """Draw ``stroke`` into a mode-"L" image in place: round joins and round caps."""
+    draw = ImageDraw.Draw(img)
+    fill = PAPER if stroke.eraser else INK
+    # PIL puts integer coordinates at pixel centres; ours put them at pixel corners.
+    pts = [(x - 0.5, y - 0.5) for x, y in stroke.points]
+    w = max(1, int(round(stroke.width)))
+    if len(pts) > 1:
+        draw.line(pts, fill=fill, width=w, joint="curve" if w > 2 else None)
+    if w <= 1:
+        draw.point([(round(x), round(y)) for x, y in pts], fill=fill)
+        return
+    r = stroke.width / 2
+    dots = pts if w > 2 else pts[:1] + pts[-1:]
+    for x, y in dots:
+        draw.ellipse([x - r + 0.5, y - r + 0.5, x + r - 0.5, y + r - 0.5], fill=fill)
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class _RowCache:
+    """LRU cache of decoded bank rows (the neighbour sketches the shadows are made of):
+    a neighbour decoded once is never decoded again while it stays in the budget."""
+
+    def __init__(self, budget_bytes: int = 256 << 20):
+        self.budget, self.used = budget_bytes, 0
+        self.rows: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+    def get(self, key):
+        a = self.rows.get(key)
+        if a is not None:
+            self.rows.move_to_end(key)
+        return a
+
+    def put(self, key, a: np.ndarray):
+        a = a.astype(np.float16)
+        self.rows[key] = a
+        self.used += a.nbytes
+        while self.used > self.budget and len(self.rows) > 1:
+            _, old = self.rows.popitem(last=False)
+            self.used -= old.nbytes
+
+
+_ROW_CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _row_cache(model) -> _RowCache:
+    """One cache per model, shared by its pads (re-running the notebook cell is instant)."""
+    try:
+        return _ROW_CACHES.setdefault(model, _RowCache())
+    except TypeError:   # not weak-referenceable
+        return _RowCache()
+
+
+class DrawingPad(W.VBox):
+    """Draw a sketch, see the generated face and the shadow guidance update live.
+
+    model: a loaded :class:`dfd_kit.DeepFaceDrawing` (default: :func:`default_model`).
+    display_size: canvas size in screen pixels (default: at least 512; strokes are scaled
+    to the model's layout). face_size: the face's size on screen (default 320, so that
+    both fit side by side in a notebook). width: default pen width in sketch pixels.
+    folder: where the save button writes PNGs (default: the current directory).
+    generate: produce the first face (for the blank canvas) right away.
+    """
+
+    def __init__(self, model=None, display_size: Optional[int] = None, face_size: int = 320,
+                 width: Optional[float] = None,
+                 folder=".", sex: str = "male", k: Optional[int] = None, shadows: bool = True,
+                 shadow_opacity: float = 0.5, show_boxes: bool = False, generate: bool = True):
+        self.model = default_model() if model is None else model
+        lay = self.model.layout
+        self.size = lay.size
+        self.display_size = int(display_size or max(512, self.size))
+        self.scale = self.display_size / self.size
+        self.face_size = int(face_size)
+        self.has_shadows = bool(getattr(self.model, "sketch_decoders", None))
+
+        # drawing state: a base image (blank or a loaded sketch) plus strokes on top
+        self._base = np.full((self.size, self.size), PAPER, np.uint8)
+        self._strokes: List[Stroke] = []
+        self._undo: List[tuple] = []
+        self._redo: List[tuple] = []
+        self._img = Image.fromarray(self._base.copy())
+        self._current: Optional[List[Tuple[float, float]]] = None   # display coordinates
+        self._current_eraser = False
+
+        # model caches (committed only after a successful update)
+        self._enc_sketch: Optional[np.ndarray] = None
+        self._crops: Dict[str, np.ndarray] = {}
+        self._latents: Dict[str, np.ndarray] = {}
+        self._proj: Dict[str, object] = {}
+        self._proj_dirty = set(COMPONENTS)
+        self._shadows: Dict[str, np.ndarray] = {}
+        self._shadow_stale = set(COMPONENTS)
+        self._shadow_img: Optional[np.ndarray] = None
+        self._rows = _row_cache(self.model)
+        self.result = None
+        self.latency: Optional[float] = None
+        self.shadow_latency: Optional[float] = None
+        self.timings: Dict[str, float] = {}
+        self.error: Optional[str] = None
+        self.last_saved: Optional[tuple] = None
+        self.stats = {"encoded": Counter(), "projected": Counter(), "shadowed": Counter(),
+                      "decoded_rows": Counter(), "generated": 0, "updates": 0}
+
+        self._build_ui(width, folder, sex, k, shadows, shadow_opacity, show_boxes)
+        super().__init__([self._top, self.error_area])
+        self.add_class("dfd-pad")
+        self._draw_boxes()
+        self._redraw_ink()
+        self._draw_shadow_layer()
+        if generate:
+            self._update("start")
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self, width, folder, sex, k, shadows, shadow_opacity, show_boxes):
+        D = self.display_size
+        self.canvas = MultiCanvas(4, width=D, height=D)
+        self.canvas.layout.width = f"{D}px"
+        self.canvas.layout.height = f"{D}px"
+        self.canvas.layout.border = "1px solid #999"
+        self.canvas.add_class("dfd-canvas")
+        self.canvas.on_mouse_down(self._on_mouse_down)
+        self.canvas.on_mouse_move(self._on_mouse_move)
+        self.canvas.on_mouse_up(self._on_mouse_up)
+        self.canvas.on_mouse_out(self._on_mouse_out)
+        self.canvas.on_touch_start(self._on_touch_start)
+        self.canvas.on_touch_move(self._on_touch_move)
+        self.canvas.on_touch_end(self._on_touch_end)
+        self.canvas.on_touch_cancel(self._on_touch_cancel)
+        self.canvas.on_client_ready(self._redraw_all)
+
+        s = {"description_width": "initial"}
+        self.tool = W.ToggleButtons(options=[("pen", "pen"), ("eraser", "eraser")], value="pen",
+                                    tooltips=["draw", "erase"], style={"button_width": "72px"})
+        default_w = float(width) if width else float(max(1, round(1.5 * self.size / 256)))
+        self.width_slider = W.FloatSlider(value=default_w, min=0.5, max=max(8.0, self.size / 32), step=0.5,
+                                          description="width", continuous_update=False, style=s,
+                                          layout=W.Layout(width="220px"))
+        b = W.Layout(width="auto")
+        self.undo_button = W.Button(description="undo", icon="undo", layout=b)
+        self.redo_button = W.Button(description="redo", icon="repeat", layout=b)
+        self.clear_button = W.Button(description="clear", icon="trash", layout=b)
+        self.undo_button.on_click(lambda _: self.undo())
+        self.redo_button.on_click(lambda _: self.redo())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.boxes_toggle = W.ToggleButton(value=show_boxes, description="boxes", icon="th-large",
+                                           tooltip="show the component boxes", layout=b)
+        self.boxes_toggle.observe(lambda ch: self._draw_boxes(), "value")
+        self.upload = W.FileUpload(accept="image/png,image/jpeg,.png,.jpg,.jpeg", multiple=False,
+                                   description="load sketch", layout=b)
+        self.upload.observe(self._on_upload, "value")
+        self.folder = W.Text(value=str(folder), description="folder", style=s, layout=W.Layout(width="200px"))
+        self.save_button = W.Button(description="save PNGs", icon="save", layout=b,
+                                    tooltip="write sketch_*.png and face_*.png into the folder")
+        self.save_button.on_click(lambda _: self._save_clicked())
+        self.save_label = W.HTML(value="")
+        self.save_label.add_class("dfd-saved")
+
+        F = self.face_size
+        self.face = W.Image(format="png", width=F, height=F)
+        self.face.layout.width = f"{F}px"
+        self.face.layout.height = f"{F}px"
+        self.face.layout.border = "1px solid #999"
+        self.face.add_class("dfd-face")
+        self.status = W.HTML(value="")
+        self.status.add_class("dfd-status")
+
+        self.weight_sliders: Dict[str, W.FloatSlider] = {}
+        for c in COMPONENTS:
+            sl = W.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description=_NICE[c],
+                               continuous_update=False, style={"description_width": "75px"},
+                               layout=W.Layout(width="310px"))
+            sl.observe(lambda ch, c=c: self._on_weight(c), "value")
+            self.weight_sliders[c] = sl
+        self.sex_toggle = W.ToggleButtons(options=["male", "female"], value=sex,
+                                          style={"button_width": "70px"})
+        self.sex_toggle.observe(lambda ch: self._on_bank_change("sex"), "value")
+        n_min = min(len(bank[c]) for bank in self.model.banks.values() for c in COMPONENTS)
+        k_max = max(2, min(n_min, 30))
+        k0 = int(self.model.config.k if k is None else k)
+        self.k_slider = W.IntSlider(value=min(max(k0, 2), k_max), min=2, max=k_max, description="K",
+                                    continuous_update=False, style={"description_width": "75px"},
+                                    layout=W.Layout(width="310px"))
+        self.k_slider.observe(lambda ch: self._on_bank_change("K"), "value")
+        self.shadow_toggle = W.Checkbox(value=bool(shadows and self.has_shadows), description="shadows",
+                                        indent=False, disabled=not self.has_shadows,
+                                        layout=W.Layout(width="90px"))
+        self.shadow_toggle.observe(lambda ch: self._on_shadow_toggle(), "value")
+        self.opacity_slider = W.FloatSlider(value=float(shadow_opacity), min=0.0, max=1.0, step=0.05,
+                                            description="opacity", continuous_update=False,
+                                            disabled=not self.has_shadows, style={"description_width": "50px"},
+                                            layout=W.Layout(width="210px"))
+        self.opacity_slider.observe(lambda ch: self._draw_shadow_layer(), "value")
+        self.error_area = W.HTML(value="")
+        self.error_area.add_class("dfd-error")
+
+        tools = W.HBox([self.tool, self.width_slider])
+        edit = W.HBox([self.undo_button, self.redo_button, self.clear_button, self.boxes_toggle, self.upload])
+        save = W.HBox([self.folder, self.save_button])
+        left = W.VBox([self.canvas, tools, edit, save, self.save_label])
+        right = W.VBox([self.face, self.status,
+                        W.HTML("<b>component weights</b><br><small>1 = follow the data, 0 = follow your drawing</small>"),
+                        *self.weight_sliders.values(),
+                        W.HBox([self.sex_toggle]), self.k_slider,
+                        W.HBox([self.shadow_toggle, self.opacity_slider])],
+                       layout=W.Layout(width=f"{max(F, 320)}px"))
+        self._top = W.HBox([left, right], layout=W.Layout(flex_flow="row wrap", grid_gap="12px"))
+        self._sync_buttons()
+
+    def _sync_buttons(self):
+        self.undo_button.disabled = not self._undo
+        self.redo_button.disabled = not self._redo
+
+    # -------------------------------------------------------------- state
+    @property
+    def sketch(self) -> np.ndarray:
+        """The rasterised drawing the model sees: uint8 (size, size), dark on white."""
+        return np.array(self._img, dtype=np.uint8)
+
+    @property
+    def strokes(self) -> Tuple[Stroke, ...]:
+        return tuple(self._strokes)
+
+    @property
+    def part_weights(self) -> Dict[str, float]:
+        return {c: float(s.value) for c, s in self.weight_sliders.items()}
+
+    @property
+    def sex(self) -> str:
+        return self.sex_toggle.value
+
+    @property
+    def k(self) -> int:
+        return int(self.k_slider.value)
+
+    def _state(self):
+        return (self._base, tuple(self._strokes))
+
+    def _push(self):
+        self._undo.append(self._state())
+        self._redo.clear()
+
+    def _restore(self, state):
+        self._base, strokes = state
+        self._strokes = list(strokes)
+        img = Image.fromarray(self._base.copy())
+        for s in self._strokes:
+            rasterize_stroke(img, s)
+        self._img = img
+
+    # --------------------------------------------------- public drawing API
+    def add_stroke(self, points: Iterable[Sequence[float]], width: Optional[float] = None,
+                   eraser: bool = False, update: bool = True) -> Stroke:
+        """Add a stroke through ``points`` [(x, y), ...] in sketch pixels (0..size), then
+        update the face (only the components it touches are re-encoded)."""
+        t0 = time.perf_counter()
+        pts = tuple((float(x), float(y)) for x, y in points)
+        if not pts:
+            raise ValueError("a stroke needs at least one point")
+        stroke = Stroke(pts, float(self.width_slider.value if width is None else width), bool(eraser))
+        self._push()
+        self._strokes.append(stroke)
+        rasterize_stroke(self._img, stroke)
+        with hold_canvas():
+            self.canvas[_LAYER_PREVIEW].clear()
+            self._draw_stroke(self.canvas[_LAYER_INK], stroke)
+        self._sync_buttons()
+        if update:
+            self._update("stroke", t0)
+        return stroke
+
+    def undo(self) -> bool:
+        """Undo the last stroke, clear or load. Returns False if there was nothing to undo."""
+        if not self._undo:
+            return False
+        t0 = time.perf_counter()
+        self._redo.append(self._state())
+        self._restore(self._undo.pop())
+        self._after_edit("undo", t0)
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        t0 = time.perf_counter()
+        self._undo.append(self._state())
+        self._restore(self._redo.pop())
+        self._after_edit("redo", t0)
+        return True
+
+    def clear(self):
+        """Blank the page (undoable)."""
+        t0 = time.perf_counter()
+        self._push()
+        self._restore((np.full((self.size, self.size), PAPER, np.uint8), ()))
+        self._after_edit("clear", t0)
+
+    def load_sketch(self, sketch):
+        """Replace the drawing with a sketch (path, image file bytes, PIL image or array; it
+        is normalised to the model's layout). Undoable. Raises SketchError if unreadable."""
+        t0 = time.perf_counter()
+        base = self.model.normalise(sketch)
+        self._push()
+        self._restore((base, ()))
+        self._after_edit("load", t0)
+
+    def save(self, folder=None) -> Tuple[Path, Optional[Path]]:
+        """Write the sketch and the current face as PNGs into ``folder`` (default: the
+        folder box, else the current directory): sketch_YYYYmmdd-HHMMSS.png and
+        face_YYYYmmdd-HHMMSS.png. Returns (sketch_path, face_path or None if no face)."""
+        folder = Path(folder if folder is not None else (self.folder.value.strip() or ".")).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        n, suffix = 0, ""
+        while (folder / f"sketch_{stamp}{suffix}.png").exists() or (folder / f"face_{stamp}{suffix}.png").exists():
+            n += 1
+            suffix = f"-{n}"
+        sketch_path = folder / f"sketch_{stamp}{suffix}.png"
+        Image.fromarray(self.sketch).save(sketch_path)
+        face_path = None
+        if self.result is not None and self.result.image is not None:
+            face_path = folder / f"face_{stamp}{suffix}.png"
+            Image.fromarray(self.result.image).save(face_path)
+        self.last_saved = (sketch_path, face_path)
+        self.save_label.value = "saved " + ", ".join(f"<code>{p}</code>" for p in self.last_saved if p)
+        return sketch_path, face_path
+
+    def _save_clicked(self):
+        try:
+            self.save()
+        except Exception as e:   # e.g. a read-only folder: say so, keep the drawing
+            self._show_error(f"could not save: {type(e).__name__}: {e}")
+
+    def _after_edit(self, why, t0):
+        self._redraw_ink()
+        self._sync_buttons()
+        self._update(why, t0)
+
+    # ------------------------------------------------------- event handlers
+    def _to_sketch(self, x, y) -> Tuple[float, float]:
+        return float(x) / self.scale, float(y) / self.scale
+
+    def _on_mouse_down(self, x, y):
+        self._begin(x, y)
+
+    def _on_mouse_move(self, x, y):
+        self._extend(x, y)   # only the preview layer; the model never runs here
+
+    def _on_mouse_up(self, x, y):
+        if self._current is not None:
+            self._extend(x, y)
+        self._finish()
+
+    def _on_mouse_out(self, x, y):
+        self._finish()
+
+    def _on_touch_start(self, touches):
+        if touches:
+            self._begin(*touches[0])
+
+    def _on_touch_move(self, touches):
+        if touches:
+            self._extend(*touches[0])
+
+    def _on_touch_end(self, touches):
+        # the browser lists the fingers still down: the lifted one is not among them
+        self._finish()
+
+    def _on_touch_cancel(self, touches):
+        self._current = None
+        self.canvas[_LAYER_PREVIEW].clear()
+
+    def _begin(self, x, y):
+        self._current = [(float(x), float(y))]
+        self._current_eraser = self.tool.value == "eraser"
+        layer = self.canvas[_LAYER_PREVIEW]
+        w = float(self.width_slider.value) * self.scale
+        with hold_canvas():
+            layer.clear()
+            layer.fill_style = self._preview_colour()
+            layer.fill_circle(float(x), float(y), max(w / 2, 0.75))
+
+    def _extend(self, x, y):
+        if self._current is None:
+            return
+        x, y = float(x), float(y)
+        px, py = self._current[-1]
+        if (x - px) ** 2 + (y - py) ** 2 < 0.25:
+            return
+        self._current.append((x, y))
+        layer = self.canvas[_LAYER_PREVIEW]
+        layer.stroke_style = self._preview_colour()
+        layer.line_width = float(self.width_slider.value) * self.scale
+        layer.line_cap = "round"
+        layer.stroke_line(px, py, x, y)
+
+    def _finish(self):
+        if self._current is None:
+            return
+        pts = [self._to_sketch(x, y) for x, y in self._current]
+        self._current = None
+        try:
+            self.add_stroke(pts, eraser=self._current_eraser)
+        except Exception as e:   # never let a handler lose the drawing
+            self._show_error(f"{type(e).__name__}: {e}")
+
+    def _preview_colour(self):
+        return "rgba(230, 60, 60, 0.45)" if self._current_eraser else "#222"
+
+    def _on_upload(self, change):
+        files = change["new"]
+        if not files:
+            return
+        f = files[0] if isinstance(files, (tuple, list)) else next(iter(files.values()))
+        try:
+            self.load_sketch(bytes(f["content"]))
+            self.save_label.value = f"loaded <code>{f.get('name', 'sketch')}</code>"
+        except Exception as e:
+            self._show_error(f"could not load {f.get('name', 'the file')}: {e}")
+        finally:
+            try:
+                self.upload.value = ()
+            except Exception:
+                pass
+
+    def _on_weight(self, c):
+        self._proj_dirty.add(c)   # the neighbours do not depend on the weight: shadows stay
+        self._update(f"{_NICE[c]} weight")
+
+    def _on_bank_change(self, what):
+        self._proj_dirty |= set(COMPONENTS)
+        self._shadow_stale |= set(COMPONENTS)
+        self._update(what)
+
+    def _on_shadow_toggle(self):
+        if self.shadow_toggle.value:
+            self._update_shadows()
+        self._draw_shadow_layer()
+
+    # ------------------------------------------------------------ the model
+    def _update(self, why="update", t0=None):
+        """Bring the face up to date with the drawing and the controls, doing only the work
+        that changed; errors are shown in the pad and never touch the drawing."""
+        t0 = time.perf_counter() if t0 is None else t0
+        from .pipeline import GenerationResult
+
+        m = self.model
+        try:
+            sketch = self.sketch
+            t = {}
+            if self._enc_sketch is None:
+                touched = set(COMPONENTS)
+            else:
+                touched = components_touched(self._enc_sketch, sketch, m.layout)
+            reproject = set(touched) | self._proj_dirty
+            if not reproject and self.result is not None:
+                self.latency = time.perf_counter() - t0
+                self._set_status(why, touched, nothing=True)
+                return
+            a = time.perf_counter()
+            crops = dict(self._crops)
+            latents = dict(self._latents)
+            if touched:
+                new_crops = m.crop(sketch)
+                todo = {c: new_crops[c] for c in COMPONENTS if c in touched}
+                latents.update(m.encode(todo))
+                crops.update(todo)
+                self.stats["encoded"].update(todo.keys())
+            t["encode"] = time.perf_counter() - a
+            a = time.perf_counter()
+            proj = dict(self._proj)
+            w = self.part_weights
+            order = [c for c in COMPONENTS if c in reproject]
+            proj.update(m.project({c: latents[c] for c in order}, w, self.sex, self.k))
+            self.stats["projected"].update(order)
+            t["project"] = time.perf_counter() - a
+            a = time.perf_counter()
+            res = GenerationResult(sketch, crops, latents, proj, w, self.sex, self.k)
+            m.render(res)
+            self.stats["generated"] += 1
+            t["render"] = time.perf_counter() - a
+            # commit: the caches now describe `sketch`
+            self._enc_sketch, self._crops, self._latents, self._proj = sketch, crops, latents, proj
+            self._proj_dirty = set()
+            self._shadow_stale |= touched
+            self.result = res
+            self.face.value = _png(res.image)
+            self.latency = time.perf_counter() - t0
+            self.timings = t
+            self.stats["updates"] += 1
+            self._clear_error()
+            self._set_status(why, touched)
+        except Exception as e:
+            self.latency = time.perf_counter() - t0
+            self._show_error(f"generation failed ({why}): {type(e).__name__}: {e}")
+            return
+        if self.shadow_toggle.value:
+            self._update_shadows()
+            self._draw_shadow_layer()
+            self._set_status(why, touched)
+
+    def _update_shadows(self):
+        """Recompute the shadows of the components whose projection changed, then compose."""
+        if not self.has_shadows or self.result is None:
+            return
+        a = time.perf_counter()
+        try:
+            stale = [c for c in COMPONENTS if c in self._shadow_stale or c not in self._shadows]
+            for c in stale:
+                self._shadows[c] = self._shadow(c, self._proj[c], self.sex)
+                self._shadow_stale.discard(c)
+                self.stats["shadowed"][c] += 1
+            if stale or self._shadow_img is None:
+                self._shadow_img = self.model.compose_shadows(self._shadows)
+            self.result.shadows = dict(self._shadows)
+            self.result.shadow = self._shadow_img
+        except Exception as e:
+            self._show_error(f"shadow guidance failed: {type(e).__name__}: {e}")
+        self.shadow_latency = time.perf_counter() - a
+
+    def _shadow(self, c: str, projection, sex: str) -> np.ndarray:
+        """Like :meth:`DeepFaceDrawing.shadow`, but each bank row is decoded only once
+        (one row at a time: a fixed batch shape, so Jittor compiles nothing new)."""
+        keep = shadow_weights(projection.weights) > 0
+        rows = projection.neighbours[keep]
+        bank = self.model.banks[sex][c]
+        decoded = []
+        for r in rows:
+            key = (sex, c, int(r))
+            d = self._rows.get(key)
+            if d is None:
+                d = self.model.decode_neighbours(c, bank[int(r)][None])[0]
+                self._rows.put(key, d)
+                self.stats["decoded_rows"][c] += 1
+            decoded.append(d.astype(np.float32))
+        if not decoded:
+            return np.full((self.model.layout.crop_size(c),) * 2, PAPER, np.uint8)
+        return blend_shadow(np.stack(decoded), projection.weights[keep])
+
+    # ------------------------------------------------------------ drawing
+    def _draw_stroke(self, layer, stroke: Stroke):
+        s = self.scale
+        pts = [(x * s, y * s) for x, y in stroke.points]
+        layer.global_composite_operation = "destination-out" if stroke.eraser else "source-over"
+        layer.stroke_style = "#000"
+        layer.fill_style = "#000"
+        layer.line_width = stroke.width * s
+        layer.line_cap = "round"
+        layer.line_join = "round"
+        if len(pts) == 1:
+            layer.fill_circle(pts[0][0], pts[0][1], max(stroke.width * s / 2, 0.75))
+        else:
+            layer.stroke_lines(pts)
+        layer.global_composite_operation = "source-over"
+
+    def _redraw_ink(self):
+        layer = self.canvas[_LAYER_INK]
+        with hold_canvas():
+            layer.clear()
+            if (self._base < PAPER).any():
+                rgba = np.zeros(self._base.shape + (4,), np.uint8)
+                rgba[..., 3] = PAPER - self._base
+                layer.save()
+                layer.scale(self.scale)
+                layer.put_image_data(rgba, 0, 0)
+                layer.restore()
+            for s in self._strokes:
+                self._draw_stroke(layer, s)
+
+    def _draw_shadow_layer(self):
+        """Bottom layer: white paper, and the shadow guidance when it is on."""
+        layer = self.canvas[_LAYER_SHADOW]
+        op = float(self.opacity_slider.value)
+        with hold_canvas():
+            layer.clear()
+            layer.fill_style = "white"
+            layer.fill_rect(0, 0, self.display_size, self.display_size)
+            if self.shadow_toggle.value and self._shadow_img is not None and op > 0:
+                ink = (PAPER - self._shadow_img.astype(np.float64)) / 255.0 * op
+                rgb = 255.0 - ink[..., None] * (255.0 - _SHADOW_TINT)
+                rgba = np.empty(self._shadow_img.shape + (4,), np.uint8)
+                rgba[..., :3] = np.clip(np.round(rgb), 0, 255)
+                rgba[..., 3] = 255
+                layer.save()
+                layer.scale(self.scale)
+                layer.put_image_data(rgba, 0, 0)
+                layer.restore()
+
+    def _draw_boxes(self):
+        layer = self.canvas[_LAYER_BOXES]
+        with hold_canvas():
+            layer.clear()
+            if not self.boxes_toggle.value:
+                return
+            s = self.scale
+            layer.line_width = 1.5
+            layer.set_line_dash([6, 4])
+            layer.font = "12px sans-serif"
+            for c in PARTS:
+                b = self.model.layout.box(c)
+                layer.stroke_style = _BOX_COLOURS[c]
+                layer.fill_style = _BOX_COLOURS[c]
+                layer.global_alpha = 0.6
+                layer.stroke_rect(b.x * s, b.y * s, b.size * s, b.size * s)
+                layer.fill_text(_NICE[c], b.x * s + 3, b.y * s + 13)
+            layer.global_alpha = 1.0
+            layer.set_line_dash([])
+
+    def _redraw_all(self, *_):
+        """A new browser view starts blank: repaint every layer."""
+        self._draw_shadow_layer()
+        self._draw_boxes()
+        self._redraw_ink()
+        self.canvas[_LAYER_PREVIEW].clear()
+
+    # ------------------------------------------------------------ messages
+    def _set_status(self, why, touched, nothing=False):
+        ms = (self.latency or 0) * 1000
+        if nothing:
+            text = f"{why}: nothing changed ({ms:.0f} ms)"
+        else:
+            enc = ", ".join(_NICE[c] for c in COMPONENTS if c in touched) or "nothing"
+            text = f"{why}: face in <b>{ms:.0f} ms</b> (re-encoded: {enc})"
+        if self.shadow_toggle.value and self.shadow_latency is not None:
+            text += f"; shadows {self.shadow_latency * 1000:.0f} ms"
+        self.status.value = f"<span class='dfd-latency'>{text}</span> · update #{self.stats['updates']}"
+
+    def _show_error(self, message: str):
+        self.error = message
+        import html
+
+        self.error_area.value = (f"<div style='color:#b00020;font-weight:bold'>&#9888; {html.escape(message)}"
+                                 "</div><div style='color:#b00020'>Your drawing is kept; undo still works.</div>")
+
+    def _clear_error(self):
+        self.error = None
+        self.error_area.value = ""
+
+
+__all__ = ["DrawingPad", "Stroke", "default_model", "rasterize_stroke", "PARAMS_ENV"]

@@ -1,0 +1,236 @@
+"""The drawing pad in a real browser: JupyterLab + Debian's Chromium driven by Playwright.
+
+Opens notebooks/05_draw_it_yourself.ipynb (a copy, in a temporary root), runs all cells,
+draws strokes with the mouse over the canvas and checks that the face updates and that
+the shadow guidance is painted under the ink. A screenshot is left in
+tests/artifacts/browser_widget.png (and JupyterLab's log next to it).
+
+The model is Params/demo when present, else a randomly initialised demo-size model saved
+into a temporary folder; the notebook's kernel finds it through $DFD_PARAMS.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import dfd_kit
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "05_draw_it_yourself.ipynb"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+FIRST_FACE_TIMEOUT_S = 150   # kernel start + model load + Jittor's first compile
+UPDATE_TIMEOUT_S = 60
+
+# Counts the composite canvas' pixels: gray (shadow guidance) and dark (ink).
+PIXELS_JS = """(args) => {
+  const c = document.querySelector('canvas.dfd-canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const [x0, y0, x1, y1] = args || [0, 0, c.width, c.height];
+  let gray = 0, dark = 0, n = 0;
+  for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) {
+    const i = 4 * (y * c.width + x);
+    const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
+    n++;
+    if (v < 60) dark++; else if (v < 250) gray++;
+  }
+  return {gray, dark, n, width: c.width, height: c.height};
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser_params(request) -> Path:
+    """Params/demo when it is there, else the tests' random demo model saved to disk."""
+    if (dfd_kit.DEMO_PARAMS / "config.json").exists():
+        return dfd_kit.DEMO_PARAMS
+    return request.getfixturevalue("demo_params")
+
+
+@pytest.fixture
+def lab(tmp_path, browser_params):
+    """JupyterLab on 127.0.0.1 (free port, token, no browser) serving a copy of the notebook."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed")
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path / "lab"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    settings = tmp_path / "settings"
+    quiet = settings / "@jupyterlab" / "apputils-extension"
+    quiet.mkdir(parents=True)
+    (quiet / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, DFD_PARAMS=str(browser_params), JUPYTERLAB_SETTINGS_DIR=str(settings),
+               # OpenMP threads that spin while waiting crawl on a busy machine (a test run)
+               OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    log_path = tmp_path / "jupyterlab.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
+         f"--ServerApp.token={token}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}", "--allow-root"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield {"url": f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", "root": root, "log": log_path}
+    finally:
+        try:   # the server and its kernels: the process group started above
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log_path, ARTIFACTS / "browser_jupyterlab.log")
+
+
+def _draw(page, box, points, scale):
+    """A mouse stroke through ``points`` given in canvas pixels."""
+    def at(p):
+        return box["x"] + p[0] * scale, box["y"] + p[1] * scale
+
+    page.mouse.move(*at(points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*at(p), steps=4)
+    page.mouse.up()
+
+
+def _face_src(page) -> str:
+    return page.eval_on_selector("img.dfd-face", "e => e.src")
+
+
+def _wait_for_new_face(page, old_src: str):
+    page.wait_for_function("(old) => { const e = document.querySelector('img.dfd-face');"
+                           " return e && e.src && e.src !== old; }", arg=old_src,
+                           timeout=UPDATE_TIMEOUT_S * 1000)
+
+
+def _wait_for_first_face(page, lab):
+    """Wait for the pad's first update; fail early, with the traceback, if a cell fails."""
+    deadline = time.monotonic() + FIRST_FACE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if page.locator(".dfd-status:has-text('update #1')").count():
+            return
+        err = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+        if err.count():
+            raise AssertionError("a notebook cell failed:\n" + err.first.inner_text()[-3000:])
+        page.wait_for_timeout(500)
+    raise AssertionError(f"no face within {FIRST_FACE_TIMEOUT_S} s; JupyterLab log:\n"
+                         + lab["log"].read_text()[-3000:])
+
+
+def test_draw_in_jupyterlab(lab):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "browser_widget.png"
+    t_start = time.monotonic()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1150})
+            page.goto(lab["url"], timeout=60_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            # the kernel is connected and idle (the status bar says "Python 3 (ipykernel) | Idle")
+            page.wait_for_selector(".jp-StatusBar-Widget :text('| Idle')", timeout=60_000)
+            # Run > Run All Cells
+            page.click(".lm-MenuBar-item:has-text('Run')")
+            page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+            # should JupyterLab still ask which kernel to use, take the proposed one
+            try:
+                page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept", timeout=3_000)
+            except PlaywrightTimeout:
+                pass
+
+            _wait_for_first_face(page, lab)
+            canvas = page.locator("canvas.dfd-canvas")
+            canvas.scroll_into_view_if_needed()
+            page.wait_for_timeout(300)
+
+            # shadow guidance: gray under the (still empty) ink layer
+            blank = page.evaluate(PIXELS_JS)
+            assert blank["dark"] < 0.001 * blank["n"], blank
+            assert blank["gray"] > 0.005 * blank["n"], f"no shadow guidance on the canvas: {blank}"
+
+            box = canvas.bounding_box()
+            scale = box["width"] / blank["width"]
+            size = blank["width"]           # canvas pixels; the layout is scaled to it
+            s = size / 256
+            strokes = [
+                [(70 * s, 100 * s), (86 * s, 92 * s), (102 * s, 100 * s)],                    # left eye
+                [(150 * s, 100 * s), (166 * s, 92 * s), (182 * s, 100 * s)],                  # right eye
+                [(110 * s, 180 * s), (128 * s, 188 * s), (146 * s, 180 * s)],                 # mouth
+                [(60 * s, 60 * s), (50 * s, 140 * s), (80 * s, 210 * s), (128 * s, 235 * s)],  # jaw
+            ]
+            for i, stroke in enumerate(strokes, start=2):
+                old = _face_src(page)
+                _draw(page, box, stroke, scale)
+                _wait_for_new_face(page, old)
+                page.wait_for_selector(f".dfd-status:has-text('update #{i}')", timeout=UPDATE_TIMEOUT_S * 1000)
+
+            status = page.inner_text(".dfd-status")
+            assert "re-encoded" in status and "ms" in status, status
+            assert page.inner_text(".dfd-error").strip() == ""
+            drawn = page.evaluate(PIXELS_JS)
+            assert drawn["dark"] > 0.002 * drawn["n"], f"no ink on the canvas: {drawn}"
+            # the ink sits where the mouse went: the left eye stroke's middle
+            x, y = int(86 * s), int(94 * s)
+            near = page.evaluate(PIXELS_JS, [x - 6, y - 6, x + 6, y + 6])
+            assert near["dark"] > 0, near
+
+            # shadows off: the guidance's gray goes (the ink's anti-aliased edges stay); on: back
+            toggle = page.locator(".dfd-pad .widget-checkbox input[type=checkbox]")
+            toggle.click()
+            page.wait_for_function(f"(g) => ({PIXELS_JS})().gray < 0.5 * g", arg=drawn["gray"], timeout=20_000)
+            off = page.evaluate(PIXELS_JS)
+            assert drawn["gray"] - off["gray"] > 0.003 * drawn["n"], (drawn, off)
+            toggle.click()
+            page.wait_for_function(f"(g) => ({PIXELS_JS})().gray > g", arg=0.5 * (drawn["gray"] + off["gray"]),
+                                   timeout=20_000)
+            page.wait_for_timeout(500)
+            page.locator(".dfd-pad").screenshot(path=str(shot))
+            print(f"\nbrowser status line: {status}")
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "browser_failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert shot.exists() and shot.stat().st_size > 10_000
+    assert time.monotonic() - t_start < 180

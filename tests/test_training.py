@@ -1,0 +1,388 @@
+"""dfd_kit.training on a tiny model and a tiny synthetic dataset (64 px, 16 samples).
+
+Jittor compiles a kernel the first time it meets a shape, so every test uses the same
+tiny config and batch size; the first run of this file is slower than the next ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import dfd_kit  # noqa: F401  -- before jittor
+from dfd_kit.config import COMPONENTS, Box, Layout, ModelConfig, NetworkConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = ModelConfig(
+    layout=Layout(size=64, boxes={"left_eye": Box(0, 8, 32), "right_eye": Box(32, 8, 32),
+                                  "nose": Box(16, 20, 32), "mouth": Box(16, 32, 32)}, nose_rows=12),
+    # 4 resolution steps, not 5: a 32 px crop then ends at 2 x 2 (residual blocks reflect-pad by 1)
+    nets=NetworkConfig(latent_dim=32, encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8, 8),
+                       feature_decoder_channels=(8, 8, 8, 8, 8), feature_channels=4, ngf=8, n_downsample=2,
+                       n_blocks=1),
+    k=3,
+)
+N_SAMPLES = 16
+BATCH = 4
+
+
+def tr():
+    """dfd_kit.training's modules (imported lazily: the module import pulls in Jittor)."""
+    from dfd_kit.training import banks, common, stage1, stage2
+
+    return common, stage1, banks, stage2
+
+
+def stage1_cfg(**kw):
+    from dfd_kit.training import Stage1Config
+
+    base = dict(steps=6, batch_size=BATCH, lr=2e-3, seed=0, checkpoint_every=0, checkpoint_minutes=None,
+                figures=False, progress=False, augment_prob=0.25)
+    base.update(kw)
+    return Stage1Config(**base)
+
+
+def stage2_cfg(**kw):
+    from dfd_kit.training import Stage2Config
+
+    base = dict(steps=6, batch_size=BATCH, lr=2e-3, seed=0, checkpoint_every=0, checkpoint_minutes=None,
+                figures=False, progress=False, ndf=8, d_layers=2, project_prob=0.5)
+    base.update(kw)
+    return Stage2Config(**base)
+
+
+def write_tiny_dataset(root: Path, n: int = N_SAMPLES, seed: int = 0) -> Path:
+    """Cartoon faces: a sketch (lines) and a 'photo' (the same shapes filled in colour)."""
+    from dfd_kit.data import write_samples_csv
+
+    rng = np.random.default_rng(seed)
+    (root / "sketch").mkdir(parents=True)
+    (root / "photo").mkdir()
+    rows = []
+    for i in range(n):
+        sex = "male" if i % 2 == 0 else "female"
+        sk = Image.new("L", (64, 64), 255)
+        ph = Image.new("RGB", (64, 64), (235, 235, 235))
+        ds, dp = ImageDraw.Draw(sk), ImageDraw.Draw(ph)
+        w = int(rng.integers(18, 26))
+        face = (32 - w, 6, 32 + w, 60)
+        hair = (40, 30, 20) if sex == "male" else (200, 150, 60)
+        dp.ellipse(face, fill=(230, 190, 160))
+        dp.pieslice((32 - w, 2, 32 + w, 40), 180, 360, fill=hair)
+        ds.ellipse(face, outline=0)
+        ey = int(rng.integers(26, 40))   # ears: every remainder crop differs
+        for x0 in (32 - w - 4, 32 + w):
+            ds.ellipse((x0, ey, x0 + 4, ey + 8), outline=0)
+            dp.ellipse((x0, ey, x0 + 4, ey + 8), fill=(220, 170, 140))
+        for cx in (16 + int(rng.integers(-2, 3)), 48 + int(rng.integers(-2, 3))):
+            r = int(rng.integers(2, 5))
+            ds.ellipse((cx - r, 24 - r, cx + r, 24 + r), outline=0)
+            dp.ellipse((cx - r, 24 - r, cx + r, 24 + r), fill=(60, 90, 160))
+        ny = int(rng.integers(30, 38))
+        ds.line((32, 28, 32, ny), fill=0)
+        dp.line((32, 28, 32, ny), fill=(180, 120, 100), width=2)
+        mw = int(rng.integers(5, 11))
+        ds.arc((32 - mw, 40, 32 + mw, 50), 0, 180, fill=0)
+        dp.arc((32 - mw, 40, 32 + mw, 50), 0, 180, fill=(190, 40, 60), width=2)
+        sid = f"{i:05d}"
+        sk.save(root / "sketch" / f"{sid}.png")
+        ph.save(root / "photo" / f"{sid}.png")
+        rows.append((sid, sex))
+    write_samples_csv(root, rows)
+    return root
+
+
+def weights(modules) -> dict:
+    return {name: {k: v.numpy().copy() for k, v in m.state_dict().items()} for name, m in modules.items()}
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for name in a:
+        for k in a[name]:
+            np.testing.assert_allclose(a[name][k], b[name][k], rtol=0, atol=1e-6, err_msg=f"{name}.{k}")
+
+
+def stage1_modules(res):
+    return {**{f"e.{c}": m for c, m in res.nets["encoders"].items()},
+            **{f"d.{c}": m for c, m in res.nets["sketch_decoders"].items()}}
+
+
+def stage2_modules(res):
+    return {**{f"f.{c}": m for c, m in res.nets["feature_decoders"].items()}, "g": res.nets["generator"],
+            "d": res.nets["discriminator"]}
+
+
+def kill_after(step):
+    common = tr()[0]
+
+    def hook(s):
+        if s == step:
+            raise common.SimulatedKill(s)
+    return hook
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one OpenMP thread is faster, and far faster on a busy machine."""
+    with tr()[0].omp_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+    common = tr()[0]
+    return common.TrainingData(data_dir, TINY.layout, photos=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained_stage1(data_dir, data, tmp_path_factory):
+    """An output folder after 6 stage-1 steps and the bank build."""
+    _, stage1, banks, _ = tr()
+    out = tmp_path_factory.mktemp("run")
+    stage1.train_stage1(data_dir, out, TINY, stage1_cfg(), data=data)
+    banks.build_banks(out, data=data, progress=False)
+    return out
+
+
+def stage1_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- stage 1
+
+def test_stage1_training_lowers_the_reconstruction_loss(data_dir, data, tmp_path):
+    stage1 = tr()[1]
+    res = stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=16, augment_prob=0.0), data=data)
+    totals = [h["total"] for h in res.history]
+    assert len(totals) == 16
+    assert np.mean(totals[-4:]) < 0.8 * np.mean(totals[:4])
+    assert all(not m.is_training() for m in res.nets["encoders"].values())   # eval mode at the end
+
+
+def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data, tmp_path):
+    common, stage1 = tr()[:2]
+    a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
+    cfg = stage1_cfg(steps=6, checkpoint_every=3)
+    with pytest.raises(common.SimulatedKill):   # dies after step 4: step 4 is lost, step 3 saved
+        stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data, on_step=kill_after(4))
+    b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data)
+    assert b.step == 6 and b.history[-1]["step"] == 6
+    assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
+    ck_a = common.load_checkpoint(a.checkpoint)
+    ck_b = common.load_checkpoint(b.checkpoint)
+    for ma, mb in zip(ck_a["optimizers"]["adam"]["m"][0], ck_b["optimizers"]["adam"]["m"][0]):
+        np.testing.assert_allclose(ma, mb, rtol=0, atol=1e-6)
+
+
+def test_a_finished_stage_is_not_trained_again(data_dir, data, tmp_path):
+    stage1 = tr()[1]
+    stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=2), data=data)
+    again = stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=2), data=data)
+    assert again.step == 2 and again.stopped_by == ""
+
+
+def test_the_time_budget_stops_a_stage_and_saves_it(data_dir, data, tmp_path):
+    common, stage1 = tr()[:2]
+    res = stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=10_000, minutes=1e-9), data=data)
+    assert res.stopped_by == "time" and res.step == 1
+    assert common.load_checkpoint(res.checkpoint)["step"] == 1
+
+
+# --------------------------------------------------------------------------- banks
+
+def test_banks_hold_one_latent_per_training_sketch_grouped_by_sex(trained_stage1, data):
+    _, stage1, banks, _ = tr()
+    bs = banks.load_banks(trained_stage1)
+    for sex in ("male", "female"):
+        n = int((data.sexes == sex).sum())
+        for c in COMPONENTS:
+            arr = bs.banks[sex][c]
+            assert arr.shape == (n, TINY.nets.latent_dim) and arr.dtype == np.float32
+    # row 0 of the female bank is the first female sample's latent, from the frozen encoder
+    enc, _ = stage1.load_stage1(trained_stage1)
+    first_female = int(np.flatnonzero(data.sexes == "female")[0])
+    z = banks.encode_all(enc, data.sketches[[first_female]], TINY.layout, batch_size=1)
+    for c in COMPONENTS:
+        np.testing.assert_allclose(bs.banks["female"][c][0], z[c][0], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+def test_paste_parts_gives_the_same_face_map_as_the_inference_paste():
+    import jittor as jt
+
+    from dfd_kit.mapping import paste_feature_maps
+
+    stage2 = tr()[3]
+    rng = np.random.default_rng(0)
+    maps = {c: rng.standard_normal((2, 3, TINY.layout.crop_size(c), TINY.layout.crop_size(c))).astype(np.float32)
+            for c in COMPONENTS}
+    ours = stage2.paste_parts({c: jt.array(m) for c, m in maps.items()}, TINY.layout).numpy()
+    ref = paste_feature_maps({c: jt.array(m) for c, m in maps.items()}, TINY.layout).numpy()
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_paste_parts_sends_each_pixels_gradient_only_to_the_component_shown_there():
+    import jittor as jt
+
+    stage2 = tr()[3]
+    maps = {c: jt.array(np.zeros((1, 1, TINY.layout.crop_size(c), TINY.layout.crop_size(c)), np.float32))
+            for c in COMPONENTS}
+    face = stage2.paste_parts(maps, TINY.layout)
+    grads = jt.grad(face.sum(), [maps[c] for c in COMPONENTS])
+    total = np.zeros((64, 64))
+    for c, g in zip(COMPONENTS, grads):
+        g = g.numpy()[0, 0]
+        b = TINY.layout.box(c)
+        total[b.y:b.y + b.size, b.x:b.x + b.size] += g
+        assert set(np.unique(g)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(total, 1.0)   # every face pixel credits exactly one component
+
+
+def test_stage2_training_lowers_the_l1_loss(trained_stage1, data_dir, data, tmp_path):
+    stage2 = tr()[3]
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    res = stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=16), data=data)
+    l1 = [h["g_l1"] for h in res.history]
+    assert len(l1) == 16
+    assert np.mean(l1[-4:]) < 0.8 * np.mean(l1[:4])
+
+
+def test_gan_loss_alone_updates_the_feature_decoders_and_the_generator(trained_stage1, data_dir, data, tmp_path):
+    common, _, _, stage2 = tr()
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    common.seed_all(0)
+    fdec0, gen0 = stage2.build_synthesis(TINY)   # the initial weights train_stage2 starts from
+    before = weights({**{c: fdec0[c] for c in COMPONENTS}, "g": gen0})
+    cfg = stage2_cfg(steps=1, lambda_l1=0.0, lambda_fm=0.0, project_prob=0.0)
+    res = stage2.train_stage2(data_dir, out, TINY, cfg, data=data)
+    after = weights({**res.nets["feature_decoders"], "g": res.nets["generator"]})
+    for name in before:
+        changed = [k for k in before[name] if not np.array_equal(before[name][k], after[name][k])]
+        assert changed, f"{name} did not change after a GAN-only generator step"
+    for c in COMPONENTS:   # the first layer of every feature decoder got a gradient
+        assert not np.array_equal(before[c]["from_latent.weight"], after[c]["from_latent.weight"])
+
+
+def test_stage2_resumed_after_a_kill_matches_an_uninterrupted_run(trained_stage1, data_dir, data, tmp_path):
+    common, _, _, stage2 = tr()
+    a_dir = stage1_copy(trained_stage1, tmp_path / "a")
+    b_dir = stage1_copy(trained_stage1, tmp_path / "b")
+    a = stage2.train_stage2(data_dir, a_dir, TINY, stage2_cfg(steps=6), data=data)
+    cfg = stage2_cfg(steps=6, checkpoint_every=3)
+    with pytest.raises(common.SimulatedKill):
+        stage2.train_stage2(data_dir, b_dir, TINY, cfg, data=data, on_step=kill_after(5))
+    b = stage2.train_stage2(data_dir, b_dir, TINY, cfg, data=data)
+    assert b.step == 6
+    assert_same_weights(weights(stage2_modules(a)), weights(stage2_modules(b)))
+
+
+def test_perceptual_loss_is_off_and_cannot_be_switched_on():
+    from dfd_kit.errors import ConfigError
+
+    assert stage2_cfg().lambda_perceptual == 0.0
+    with pytest.raises(ConfigError, match="VGG"):
+        stage2_cfg(lambda_perceptual=1.0).check()
+
+
+# --------------------------------------------------------------------------- export
+
+def test_exported_model_loads_and_generates(trained_stage1, data_dir, data, tmp_path):
+    from dfd_kit.pipeline import load_model
+
+    stage2 = tr()[3]
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=2), data=data)
+    params = stage2.export_model(out, tmp_path / "Params")
+    model = load_model(params)
+    assert model.config == TINY
+    res = model.generate(data.sketches[1], sex="female", shadows=True)
+    assert res.image.shape == (64, 64, 3) and res.image.dtype == np.uint8
+    assert len(model.banks["female"]["nose"]) == int((data.sexes == "female").sum())
+    # float16 storage, widened back on load
+    fdec = stage2.load_stage2(out)[0]
+    w = fdec["mouth"].from_latent.weight.numpy()
+    np.testing.assert_array_equal(model.feature_decoders["mouth"].from_latent.weight.numpy(),
+                                  w.astype(np.float16).astype(np.float32))
+
+
+def test_training_writes_loss_curves_and_sample_grids(trained_stage1, data_dir, data, tmp_path):
+    stage2 = tr()[3]
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=2, figures=True, figure_every=0, n_vis=BATCH), data=data)
+    figs = out / "figures"
+    assert (figs / "stage2_losses.png").stat().st_size > 0
+    assert (figs / "stage2_samples_000002.png").stat().st_size > 0
+    assert (out / "stage2" / "losses.csv").read_text().startswith("step,")
+
+
+# --------------------------------------------------------------------------- MPI
+
+MPI_WORKER = r'''
+import json, sys
+import numpy as np
+import dfd_kit
+from dfd_kit.config import ModelConfig
+from dfd_kit.training import banks, common, stage1, stage2
+import jittor as jt
+
+cfg_path, data_dir, out_dir, res_dir = sys.argv[1:]
+config = ModelConfig.from_dict(json.load(open(cfg_path)))
+kw = dict(steps=3, batch_size=4, lr=2e-3, checkpoint_every=0, checkpoint_minutes=None, figures=False,
+          progress=False, threads=1)
+r1 = stage1.train_stage1(data_dir, out_dir, config, common.Stage1Config(**kw))
+banks.build_banks(out_dir, data_dir, progress=False)
+r2 = stage2.train_stage2(data_dir, out_dir, config, common.Stage2Config(**kw, ndf=8, d_layers=2))
+shard = common.TrainingData(data_dir, config.layout, photos=False, progress=False).indices.tolist()
+
+def digest(nets):
+    mods = [m for v in nets.values() for m in (v.values() if isinstance(v, dict) else [v])]
+    return [float(np.abs(t.numpy()).astype(np.float64).sum()) for m in mods for t in m.state_dict().values()]
+
+json.dump({"in_mpi": bool(jt.in_mpi), "rank": int(jt.rank), "world": int(jt.world_size), "shard": shard,
+           "stage1": digest(r1.nets), "stage2": digest(r2.nets), "steps": [r1.step, r2.step]},
+          open(f"{res_dir}/rank{jt.rank}.json", "w"))
+'''
+
+
+@pytest.mark.skipif(not __import__("shutil").which("mpirun"), reason="no mpirun (Debian package openmpi-bin)")
+def test_two_mpi_processes_train_disjoint_shards_in_lockstep(data_dir, tmp_path):
+    import json
+    import os
+
+    (tmp_path / "config.json").write_text(TINY.to_json())
+    (tmp_path / "worker.py").write_text(MPI_WORKER)
+    res = tmp_path / "res"
+    res.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, str(tmp_path / "worker.py"),
+           str(tmp_path / "config.json"), str(data_dir), str(tmp_path / "out"), str(res)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r0, r1 = (json.loads((res / f"rank{i}.json").read_text()) for i in range(2))
+    assert r0["in_mpi"] and r1["in_mpi"] and (r0["world"], r0["rank"], r1["rank"]) == (2, 0, 1)
+    assert r0["shard"] == list(range(0, N_SAMPLES, 2)) and r1["shard"] == list(range(1, N_SAMPLES, 2))
+    assert r0["steps"] == r1["steps"] == [3, 3]
+    # averaged gradients (and averaged BatchNorm statistics) keep the replicas identical
+    np.testing.assert_allclose(r0["stage1"], r1["stage1"], rtol=1e-6)
+    np.testing.assert_allclose(r0["stage2"], r1["stage2"], rtol=1e-6)
+    ck = tr()[0].load_checkpoint(tmp_path / "out" / "stage2" / "checkpoint.pkl")
+    assert ck["world_size"] == 2 and ck["step"] == 3
+    assert not list((tmp_path / "out").rglob("*.tmp*"))
