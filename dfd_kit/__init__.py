@@ -32,6 +32,11 @@ def load(params_dir=None, shadows: bool = True) -> "DeepFaceDrawing":
     """
     if params_dir is None or params_dir == "demo":
         params_dir = DEMO_PARAMS
+        if not (DEMO_PARAMS / "config.json").is_file():
+            raise ParamsError(f"the demo model is not in {DEMO_PARAMS} yet: train it with "
+                              "`python -m dfd_kit.training demo` (see Params/README.md), or load the "
+                              "official weights with dfd_kit.load('official') after "
+                              "`python -m dfd_kit download-official`.")
     elif params_dir == "official":
         params_dir = PARAMS_ROOT
     from .pipeline import load_model  # Jittor loads (and may compile) only when a model is needed

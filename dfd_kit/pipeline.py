@@ -66,6 +66,18 @@ def check_part_weights(part_weights) -> Dict[str, float]:
     return w
 
 
+def check_k(k, default: int) -> int:
+    if k is None:
+        return default
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise ConfigError(f"K must be a whole number of neighbours, not {k!r}") from None
+    if k < 2:
+        raise ConfigError(f"K must be at least 2 (the weights need an anchor and one more neighbour), not {k}")
+    return k
+
+
 def check_sex(sex) -> str:
     if sex not in SEXES:
         raise ConfigError(f"sex must be 'male' or 'female', not {sex!r}")
@@ -104,7 +116,7 @@ class DeepFaceDrawing:
 
     def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest") -> Dict[str, Projection]:
         w = check_part_weights(part_weights)
-        k = self.config.k if k is None else int(k)
+        k = check_k(k, self.config.k)
         bank = self.banks[check_sex(sex)]
         return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
 
@@ -162,7 +174,10 @@ class DeepFaceDrawing:
         """
         w = check_part_weights(part_weights)
         sex = check_sex(sex)
-        k = self.config.k if k is None else int(k)
+        k = check_k(k, self.config.k)
+        bank_rows = min(len(self.banks[sex][c]) for c in COMPONENTS)
+        if k > bank_rows:
+            raise ConfigError(f"K={k} is more than the {bank_rows} rows of the {sex} feature bank")
         img = self.normalise(sketch)
         crops = self.crop(img)
         latents = self.encode(crops)

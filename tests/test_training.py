@@ -343,6 +343,7 @@ from dfd_kit.config import ModelConfig
 from dfd_kit.training import banks, common, stage1, stage2
 import jittor as jt
 
+common.exit_on_error_in_mpi()
 cfg_path, data_dir, out_dir, res_dir = sys.argv[1:]
 config = ModelConfig.from_dict(json.load(open(cfg_path)))
 kw = dict(steps=3, batch_size=4, lr=2e-3, checkpoint_every=0, checkpoint_minutes=None, figures=False,
@@ -374,7 +375,7 @@ def test_two_mpi_processes_train_disjoint_shards_in_lockstep(data_dir, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, str(tmp_path / "worker.py"),
            str(tmp_path / "config.json"), str(data_dir), str(tmp_path / "out"), str(res)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r0, r1 = (json.loads((res / f"rank{i}.json").read_text()) for i in range(2))
     assert r0["in_mpi"] and r1["in_mpi"] and (r0["world"], r0["rank"], r1["rank"]) == (2, 0, 1)

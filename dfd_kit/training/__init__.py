@@ -33,7 +33,7 @@ _LAZY = {
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2", "paste_parts": "stage2",
     "MultiscaleDiscriminator": "stage2", "PatchDiscriminator": "stage2",
-    "train_demo": "__main__", "DemoRecipe": "__main__",
+    "train_demo": "__main__", "heldout_figure": "__main__",
 }
 
 

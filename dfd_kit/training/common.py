@@ -171,6 +171,23 @@ def barrier():
         jt.array([0.0]).mpi_all_reduce("add").sync()
 
 
+def exit_on_error_in_mpi():
+    """Under MPI, make an uncaught exception end this rank at once (``os._exit(1)``), so
+    mpirun stops the others instead of leaving them waiting in a collective forever."""
+    if not jt.in_mpi:
+        return
+    import sys
+    import traceback
+
+    def hook(tp, value, tb):
+        traceback.print_exception(tp, value, tb)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+    sys.excepthook = hook
+
+
 def broadcast_floats(values: Sequence[float]) -> List[float]:
     """Rank 0's values on every rank (so all ranks take the same decisions)."""
     if not jt.in_mpi:
@@ -458,7 +475,7 @@ def plot_losses(history: List[dict], path, title: str = "") -> Optional[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    keys = [k for k in history[0] if k != "step"]
+    keys = [k for k in history[0] if k not in ("step", "sec", "rss_mb")]
     steps = np.array([h["step"] for h in history])
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -524,6 +541,15 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the loop
 
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 class SimulatedKill(Exception):
     """Raised by tests from ``on_step`` to stop a run as if the process had been killed."""
 
@@ -588,8 +614,11 @@ class Run:
     def save(self):
         """Checkpoint (collective under MPI: every rank must call it at the same step)."""
         average_running_stats(self.modules)
-        if not is_main():
-            return
+        if is_main():
+            self._write()
+        barrier()   # the other ranks may read the checkpoint next (e.g. build_banks)
+
+    def _write(self):
         st = {"format": CHECKPOINT_FORMAT, "stage": self.stage, "step": self.step,
               "elapsed_s": self.elapsed, "train_config": self.cfg.to_dict(),
               "modules": {n: module_state(m) for n, m in self.modules.items()},
@@ -639,7 +668,7 @@ class Run:
                 self.step += 1
                 if self.step % max(1, c.log_every) == 0 or self.step == 1:
                     self.history.append({"step": self.step, **{k: float(v) for k, v in losses.items()},
-                                         "sec": dt})
+                                         "sec": dt, "rss_mb": rss_mb()})
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]}, refresh=False)
                 # decisions taken on rank 0 and shared, so every rank stops and saves together
