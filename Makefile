@@ -37,6 +37,7 @@ demo: setup
 	@echo "Images written to $(OUT)/"
 
 test: setup
+	$(PY) scripts/warmup.py
 	$(PY) -m pytest -q
 
 bench: setup

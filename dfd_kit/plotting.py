@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from .config import COMPONENTS, PARTS, Layout
 from .manifold import Projection, blend, project_to_manifold
@@ -549,6 +550,7 @@ def plot_losses(history, keys: Optional[Sequence[str]] = None, title: str = "tra
     if log and positive:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss" + (f" ({smooth}-step average)" if smooth > 1 else ""))
     ax.set_title(title)
     ax.grid(alpha=.3)

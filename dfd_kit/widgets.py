@@ -24,6 +24,7 @@ browser. ``pad.stats`` counts the work done per component.
 """
 from __future__ import annotations
 
+import html
 import io
 import os
 import time
@@ -406,7 +407,8 @@ class DrawingPad(W.VBox):
             face_path = folder / f"face_{stamp}{suffix}.png"
             Image.fromarray(self.result.image).save(face_path)
         self.last_saved = (sketch_path, face_path)
-        self.save_label.value = "saved " + ", ".join(f"<code>{p}</code>" for p in self.last_saved if p)
+        self.save_label.value = "saved " + ", ".join(f"<code>{html.escape(str(p))}</code>"
+                                                     for p in self.last_saved if p)
         return sketch_path, face_path
 
     def _save_clicked(self):
@@ -473,10 +475,11 @@ class DrawingPad(W.VBox):
             return
         self._current.append((x, y))
         layer = self.canvas[_LAYER_PREVIEW]
-        layer.stroke_style = self._preview_colour()
-        layer.line_width = float(self.width_slider.value) * self.scale
-        layer.line_cap = "round"
-        layer.stroke_line(px, py, x, y)
+        with hold_canvas():   # one message per mouse move
+            layer.stroke_style = self._preview_colour()
+            layer.line_width = float(self.width_slider.value) * self.scale
+            layer.line_cap = "round"
+            layer.stroke_line(px, py, x, y)
 
     def _finish(self):
         if self._current is None:
@@ -498,7 +501,7 @@ class DrawingPad(W.VBox):
         f = files[0] if isinstance(files, (tuple, list)) else next(iter(files.values()))
         try:
             self.load_sketch(bytes(f["content"]))
-            self.save_label.value = f"loaded <code>{f.get('name', 'sketch')}</code>"
+            self.save_label.value = f"loaded <code>{html.escape(str(f.get('name', 'sketch')))}</code>"
         except Exception as e:
             self._show_error(f"could not load {f.get('name', 'the file')}: {e}")
         finally:
@@ -579,15 +582,17 @@ class DrawingPad(W.VBox):
             self._show_error(f"generation failed ({why}): {type(e).__name__}: {e}")
             return
         if self.shadow_toggle.value:
-            self._update_shadows()
-            self._draw_shadow_layer()
+            if self._update_shadows():
+                self._draw_shadow_layer()
             self._set_status(why, touched)
 
-    def _update_shadows(self):
-        """Recompute the shadows of the components whose projection changed, then compose."""
+    def _update_shadows(self) -> bool:
+        """Recompute the shadows of the components whose projection changed, then compose.
+        Returns True if the guidance image changed."""
         if not self.has_shadows or self.result is None:
-            return
+            return False
         a = time.perf_counter()
+        stale = []
         try:
             stale = [c for c in COMPONENTS if c in self._shadow_stale or c not in self._shadows]
             for c in stale:
@@ -601,6 +606,7 @@ class DrawingPad(W.VBox):
         except Exception as e:
             self._show_error(f"shadow guidance failed: {type(e).__name__}: {e}")
         self.shadow_latency = time.perf_counter() - a
+        return bool(stale)
 
     def _shadow(self, c: str, projection, sex: str) -> np.ndarray:
         """Like :meth:`DeepFaceDrawing.shadow`, but each bank row is decoded only once
@@ -711,8 +717,6 @@ class DrawingPad(W.VBox):
 
     def _show_error(self, message: str):
         self.error = message
-        import html
-
         self.error_area.value = (f"<div style='color:#b00020;font-weight:bold'>&#9888; {html.escape(message)}"
                                  "</div><div style='color:#b00020'>Your drawing is kept; undo still works.</div>")
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "05_draw_it_yourself.ipynb"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-FIRST_FACE_TIMEOUT_S = 150   # kernel start + model load + Jittor's first compile
+FIRST_FACE_TIMEOUT_S = 240   # kernel start, model load, and Jittor compiling ~30 fused ops in every new kernel
 UPDATE_TIMEOUT_S = 60
 
 # Counts the composite canvas' pixels: gray (shadow guidance) and dark (ink).
@@ -140,8 +140,23 @@ def _wait_for_new_face(page, old_src: str):
                            timeout=UPDATE_TIMEOUT_S * 1000)
 
 
-def _wait_for_first_face(page, lab):
-    """Wait for the pad's first update; fail early, with the traceback, if a cell fails."""
+def _run_all(page):
+    """Run > Run All Cells, once the kernel is connected and idle."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_selector(".jp-StatusBar-Widget :text('| Idle')", timeout=60_000)
+    page.click(".lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+    try:   # should JupyterLab still ask which kernel to use, take the proposed one
+        page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept", timeout=3_000)
+    except PlaywrightTimeout:
+        pass
+
+
+def _wait_for_first_face(page, lab, retries: int = 1):
+    """Wait for the pad's first update; fail early, with the traceback, if a cell fails.
+    A kernel that dies (Jittor compiling on a crowded machine can crash it) is restarted
+    by JupyterLab: run all cells again, once."""
     deadline = time.monotonic() + FIRST_FACE_TIMEOUT_S
     while time.monotonic() < deadline:
         if page.locator(".dfd-status:has-text('update #1')").count():
@@ -149,13 +164,20 @@ def _wait_for_first_face(page, lab):
         err = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         if err.count():
             raise AssertionError("a notebook cell failed:\n" + err.first.inner_text()[-3000:])
+        died = page.locator(".jp-Dialog:has-text('Kernel Restarting')")
+        if died.count():
+            if not retries:
+                raise AssertionError("the kernel died twice; JupyterLab log:\n" + lab["log"].read_text()[-3000:])
+            retries -= 1
+            page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+            _run_all(page)
+            deadline = time.monotonic() + FIRST_FACE_TIMEOUT_S
         page.wait_for_timeout(500)
     raise AssertionError(f"no face within {FIRST_FACE_TIMEOUT_S} s; JupyterLab log:\n"
                          + lab["log"].read_text()[-3000:])
 
 
 def test_draw_in_jupyterlab(lab):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -168,17 +190,7 @@ def test_draw_in_jupyterlab(lab):
             page = browser.new_page(viewport={"width": 1500, "height": 1150})
             page.goto(lab["url"], timeout=60_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            # the kernel is connected and idle (the status bar says "Python 3 (ipykernel) | Idle")
-            page.wait_for_selector(".jp-StatusBar-Widget :text('| Idle')", timeout=60_000)
-            # Run > Run All Cells
-            page.click(".lm-MenuBar-item:has-text('Run')")
-            page.click(".lm-Menu-item[data-command='runmenu:run-all']")
-            # should JupyterLab still ask which kernel to use, take the proposed one
-            try:
-                page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept", timeout=3_000)
-            except PlaywrightTimeout:
-                pass
-
+            _run_all(page)
             _wait_for_first_face(page, lab)
             canvas = page.locator("canvas.dfd-canvas")
             canvas.scroll_into_view_if_needed()
@@ -233,4 +245,4 @@ def test_draw_in_jupyterlab(lab):
         finally:
             browser.close()
     assert shot.exists() and shot.stat().st_size > 10_000
-    assert time.monotonic() - t_start < 180
+    assert time.monotonic() - t_start < 2 * FIRST_FACE_TIMEOUT_S + 120

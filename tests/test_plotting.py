@@ -495,3 +495,25 @@ def test_helpers_run_on_a_real_demo_model(demo_model, demo_sketch):
     for fig in (P.plot_generation(res), P.plot_feature_maps(res.feature_maps), P.plot_paste(res.feature_map, demo_model.layout),
                 P.plot_synthesis(res), P.plot_shadow(res)):
         assert isinstance(fig, Figure)
+
+
+# ------------------------------------------------------------------ the notebooks built on these helpers
+
+TUTORIALS = ["00_quick_start", "01_components", "02_embedding", "03_manifold_projection",
+             "04_feature_mapping_and_synthesis", "06_train_your_own"]
+
+
+@pytest.mark.parametrize("name", TUTORIALS)
+def test_tutorial_notebook_is_committed_clean_and_shaped_like_a_lesson(name):
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb").read_text())
+    cells = nb["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "clear the outputs before committing"
+    assert cells[0]["cell_type"] == "markdown" and "What you will" in "".join(cells[0]["source"])
+    assert "## Summary" in "".join(cells[-1]["source"]) and "## Try it" in "".join(cells[-1]["source"])
+    first = "".join(code[0]["source"])
+    assert 'PARAMS = os.environ.get("DFD_PARAMS", "demo")' in first and "dfd_kit.load(PARAMS)" in first
+    assert first.index("import dfd_kit") < first.index("dfd_kit.load")

@@ -10,18 +10,19 @@ Generator side (feature decoders AND generator, one Adam):
     lambda_gan * LSGAN(D(sketch, fake), 1)
   + lambda_fm  * L1 between D's intermediate features of fake and real
   + lambda_l1  * L1(fake, photo)
-Discriminator (own Adam; the fake is a constant for it):
+Discriminator (own Adam, on the detached fake):
     0.5 * [LSGAN(D(sketch, photo), 1) + LSGAN(D(sketch, fake), 0)]
 
-Both updates of a step are computed from the same forward pass (one D pass on the
-real batch, one on the fake), i.e. from the weights of before the step.
+Both updates of a step are computed from the weights of before the step; D's pass on
+the real batch serves both its own loss and the feature matching.
 
 D is a multi-scale PatchGAN (:class:`MultiscaleDiscriminator`). Gradients of every
 generator-side loss reach the feature decoders through :func:`paste_parts`, a paste
 whose backward is exact: :func:`dfd_kit.mapping.paste_feature_maps` writes the parts
-into the remainder's map in place, and Jittor's in-place setitem passes the gradient
-of the *overwritten* pixels to the remainder too (checked by the tests), which would
-train the remainder decoder on pixels it never shows.
+into the remainder's map in place, and Jittor 1.3's in-place setitem passes the
+gradient of the *overwritten* pixels to the remainder too, which would train the
+remainder decoder on pixels it never shows (its forward pass is right, so inference is
+unaffected).
 
 The latents are the raw latents of the training sketches (what a drawing gives when
 the part weights are 0), with probability ``project_prob`` replaced per component by
@@ -268,19 +269,16 @@ def train_stage2(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
         real = jt.array(photo_to_input(data.photos[rows]))
         cond = jt.array(sketch_to_input(data.sketches[rows])) if cfg.d_condition == "sketch" else None
         fake = synthesize(fdec, gen, latents, layout)
-        # One forward of D on the real and one on the fake batch serve both players; both
-        # updates below use the weights of before this step (Jittor's updates rebind the
-        # parameters and leave the graph built here intact).
-        out_real = disc(d_input(cond, real))
+        out_real = disc(d_input(cond, real))          # constant for the generator side
         out_fake = disc(d_input(cond, fake))
         g_gan = lsgan_loss(out_fake, True)
         g_fm = feature_matching_loss(out_fake, out_real) if cfg.lambda_fm else jt.zeros(1)
         g_l1 = jt.abs(fake - real).mean()
         total = cfg.lambda_gan * g_gan + cfg.lambda_fm * g_fm + cfg.lambda_l1 * g_l1
-        # discriminator: real vs fake, no gradient to the generator side (only D's
-        # parameters are differentiated; the fake is a constant for them)
         d_real = lsgan_loss(out_real, True)
-        d_fake = lsgan_loss(out_fake, False)
+        d_fake = lsgan_loss(disc(d_input(cond, fake.detach())), False)
+        # Both updates are computed from this step's graph, i.e. from the weights of before
+        # the step: Jittor's update rebinds a parameter and leaves the built graph intact.
         opt_g.step(total)                    # feature decoders + generator
         opt_d.step(0.5 * (d_real + d_fake))  # discriminator
         jt.sync_all()
