@@ -19,6 +19,7 @@ import dataclasses
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
+from matplotlib import patheffects
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
@@ -108,12 +109,15 @@ def show_images(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = 
 
 
 def _outline(ax, layout: Layout, components: Iterable[str] = PARTS, labels: bool = True, linestyle="-",
-             lw: float = 1.8):
-    """Draw the component boxes of ``layout`` on ``ax`` (image coordinates)."""
+             lw: float = 1.8, halo: bool = False):
+    """Draw the component boxes of ``layout`` on ``ax`` (image coordinates); ``halo``
+    puts a white edge around each line so it shows on a busy background."""
+    effects = [patheffects.withStroke(linewidth=lw + 2.5, foreground="white")] if halo else None
     for name in components:
         b = layout.box(name)
         colour = COMPONENT_COLOURS[name]
-        ax.add_patch(Rectangle((b.x - .5, b.y - .5), b.size, b.size, fill=False, ec=colour, lw=lw, ls=linestyle))
+        ax.add_patch(Rectangle((b.x - .5, b.y - .5), b.size, b.size, fill=False, ec=colour, lw=lw, ls=linestyle,
+                               path_effects=effects))
         if labels:
             above = name in ("left_eye", "right_eye")
             ax.text(b.x + 2, (b.y - 3) if above else (b.y + b.size - 3), name.replace("_", " "), color=colour,
@@ -415,13 +419,13 @@ def plot_paste(feature_map: np.ndarray, layout: Layout, channel: int = 0) -> Fig
     nb = layout.box("nose")
     ax.axhline(nb.y + layout.nose_rows - .5, xmin=nb.x / layout.size, xmax=(nb.x + nb.size) / layout.size,
                color="k", ls="--", lw=1)
-    ax.set_xlabel(f"pasted {', then '.join(layout.paste_order)} (later wins);\n"
+    ax.set_xlabel(f"pasted in order: {', '.join(layout.paste_order)}\n(later parts win where boxes overlap);\n"
                   f"dashed: the nose is cut after {layout.nose_rows} of its {nb.size} rows", fontsize=9)
     ax.legend(handles=[Patch(color=COMPONENT_COLOURS[c], label=c) for c in COMPONENTS], fontsize=7,
               loc="lower left", framealpha=.9)
     ax = axes[0, 1]
     ax.imshow(_normalise(feature_map[channel]), cmap=FEATURE_CMAP, vmin=0, vmax=1)
-    _outline(ax, layout, labels=False, lw=1.2)
+    _outline(ax, layout, labels=False, lw=2.0, halo=True)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"face feature map, channel {channel} of {feature_map.shape[0]}", fontsize=9)
     return _done(fig)

@@ -48,7 +48,7 @@ from ..config import COMPONENTS, DEMO, Layout, ModelConfig
 from ..errors import ConfigError
 from ..layers import Norm2d
 from ..manifold import project_to_manifold
-from ..mapping import feature_decoder
+from ..mapping import feature_decoder, paste_feature_maps, paste_masks
 from ..synthesis import Generator
 
 STAGE = "stage2"
@@ -56,38 +56,9 @@ STAGE = "stage2"
 
 # ----------------------------------------------------------------------------- paste
 
-_MASKS: Dict[Layout, Dict[str, np.ndarray]] = {}
-
-
-def paste_masks(layout: Layout) -> Dict[str, np.ndarray]:
-    """{component: float32 (1, 1, size, size)}: 1 where that component's map shows in the
-    face map (the same ownership as :func:`dfd_kit.mapping.paste_feature_maps`)."""
-    key = (layout.size, tuple(sorted((k, tuple(vars(b).values())) for k, b in layout.boxes.items())),
-           layout.nose_rows, layout.paste_order)
-    if key not in _MASKS:
-        owner = np.full((layout.size, layout.size), -1, np.int64)
-        for i, name in enumerate(layout.paste_order):
-            b = layout.box(name)
-            h = layout.nose_rows if name == "nose" else b.size
-            owner[b.y:b.y + h, b.x:b.x + b.size] = i
-        masks = {"remainder": owner == -1}
-        masks.update({name: owner == i for i, name in enumerate(layout.paste_order)})
-        _MASKS[key] = {c: m.astype(np.float32)[None, None] for c, m in masks.items()}
-    return _MASKS[key]
-
-
-def paste_parts(maps: Dict[str, jt.Var], layout: Layout) -> jt.Var:
-    """Differentiable paste: the same face map as ``paste_feature_maps`` (forward), but
-    each pixel's gradient goes only to the component whose value it shows. Does not
-    modify ``maps``."""
-    masks = paste_masks(layout)
-    size = layout.size
-    face = maps["remainder"] * jt.array(masks["remainder"])
-    for name in layout.paste_order:
-        b = layout.box(name)
-        placed = nn.pad(maps[name], (b.x, size - b.x - b.size, b.y, size - b.y - b.size))
-        face = face + placed * jt.array(masks[name])
-    return face
+# Training and inference share one paste: a masked sum whose gradient reaches only the
+# component each pixel shows (see dfd_kit.mapping.paste_feature_maps).
+paste_parts = paste_feature_maps
 
 
 # ----------------------------------------------------------------------------- discriminator
