@@ -5,8 +5,9 @@ draws strokes with the mouse over the canvas and checks that the face updates an
 the shadow guidance is painted under the ink. A screenshot is left in
 tests/artifacts/browser_widget.png (and JupyterLab's log next to it).
 
-The model is Params/demo when present, else a randomly initialised demo-size model saved
-into a temporary folder; the notebook's kernel finds it through $DFD_PARAMS.
+The model is $DFD_PARAMS (the root conftest sets it), else Params/demo when present, else
+a randomly initialised demo-size model saved into a temporary folder; the notebook's
+kernel finds it through $DFD_PARAMS.
 """
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def browser_params(request) -> Path:
-    """Params/demo when it is there, else the tests' random demo model saved to disk."""
+    """The test run's model ($DFD_PARAMS, set by the root conftest), else Params/demo when it
+    is there, else the tests' random demo model saved to disk."""
+    if os.environ.get("DFD_PARAMS") and (Path(os.environ["DFD_PARAMS"]) / "config.json").exists():
+        return Path(os.environ["DFD_PARAMS"])
     if (dfd_kit.DEMO_PARAMS / "config.json").exists():
         return dfd_kit.DEMO_PARAMS
     return request.getfixturevalue("demo_params")
