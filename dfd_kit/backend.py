@@ -82,6 +82,9 @@ def configure() -> dict:
     use_cuda = gpu_present()
     if not use_cuda:
         os.environ["nvcc_path"] = ""
+    # Passive OpenMP waits: spinning threads make Jittor 4-5x slower whenever the CPU is
+    # shared (a notebook kernel beside JupyterLab, parallel test runs), measured here.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("log_silent", "1")  # Jittor's compile log is noise for notebook users
     dnnl = False
     if os.environ.get("use_mkl", "1") == "1":

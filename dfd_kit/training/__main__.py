@@ -93,10 +93,9 @@ def train_demo(data_dir="data/facesjs", out_dir="runs/demo", minutes_stage1: flo
 
     data = common.TrainingData(data_dir, DEMO.layout, photos=True, progress=progress)
     run = dict(batch_size=batch_size, seed=seed, threads=threads, progress=progress, checkpoint_every=500,
-               checkpoint_minutes=5.0, figure_every=0)
+               checkpoint_minutes=5.0, figure_every=250)
     cfg1 = common.Stage1Config(steps=steps_stage1, minutes=minutes_stage1, lr=5e-4, augment_prob=0.25, **run)
     cfg2 = common.Stage2Config(steps=steps_stage2, minutes=minutes_stage2, **run)
-    cfg1.figure_every = cfg2.figure_every = 250
 
     r1 = train_stage1(data_dir, out_dir, DEMO, cfg1, data=data)
     if not (out_dir / "banks.npz").exists() or r1.stopped_by:

@@ -25,6 +25,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -35,6 +36,10 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+
+# Jittor's kernels switch the CPU to flush-denormals-to-zero; numpy then warns whenever
+# it (or matplotlib) asks for float limits. Harmless here.
+warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pkl"
@@ -654,8 +659,9 @@ class Run:
             return ""
         budget = float("inf") if c.minutes is None else c.minutes * 60.0
         main = is_main()
-        bar = tqdm(total=c.steps, initial=self.step, desc=self.stage, unit="step", dynamic_ncols=True,
-                   disable=not (c.progress and main))
+        # with a time budget the step limit is usually far away: count steps, show minutes left
+        bar = tqdm(total=c.steps if c.minutes is None else None, initial=self.step, desc=self.stage, unit="step",
+                   dynamic_ncols=True, disable=not (c.progress and main))
         last_save = time.time()
         stopped_by = "steps"
         threads = omp_threads(c.threads).__enter__()
@@ -670,7 +676,10 @@ class Run:
                     self.history.append({"step": self.step, **{k: float(v) for k, v in losses.items()},
                                          "sec": dt, "rss_mb": rss_mb()})
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]}, refresh=False)
+                post = {k: f"{v:.3g}" for k, v in list(losses.items())[:4]}
+                if c.minutes is not None:
+                    post["min_left"] = f"{max(0.0, budget - self.elapsed) / 60:.1f}"
+                bar.set_postfix(post, refresh=False)
                 # decisions taken on rank 0 and shared, so every rank stops and saves together
                 out_of_time = self.elapsed >= budget
                 save_due = c.checkpoint_minutes is not None and time.time() - last_save >= c.checkpoint_minutes * 60
