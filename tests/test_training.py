@@ -5,7 +5,6 @@ tiny config and batch size; the first run of this file is slower than the next o
 """
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -104,10 +103,11 @@ def weights(modules) -> dict:
 
 
 def assert_same_weights(a: dict, b: dict):
+    """Bit for bit."""
     assert a.keys() == b.keys()
     for name in a:
         for k in a[name]:
-            np.testing.assert_allclose(a[name][k], b[name][k], rtol=0, atol=1e-6, err_msg=f"{name}.{k}")
+            np.testing.assert_array_equal(a[name][k], b[name][k], err_msg=f"{name}.{k}")
 
 
 def stage1_modules(res):
@@ -189,7 +189,7 @@ def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data
     ck_a = common.load_checkpoint(a.checkpoint)
     ck_b = common.load_checkpoint(b.checkpoint)
     for ma, mb in zip(ck_a["optimizers"]["adam"]["m"][0], ck_b["optimizers"]["adam"]["m"][0]):
-        np.testing.assert_allclose(ma, mb, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(ma, mb)
 
 
 def test_a_finished_stage_is_not_trained_again(data_dir, data, tmp_path):
@@ -226,17 +226,19 @@ def test_banks_hold_one_latent_per_training_sketch_grouped_by_sex(trained_stage1
 
 # --------------------------------------------------------------------------- stage 2
 
-def test_paste_parts_gives_the_same_face_map_as_the_inference_paste():
+def test_paste_gives_the_face_map_of_slice_assignment_in_paste_order():
     import jittor as jt
 
-    from dfd_kit.mapping import paste_feature_maps
-
     stage2 = tr()[3]
+    lay = TINY.layout
     rng = np.random.default_rng(0)
-    maps = {c: rng.standard_normal((2, 3, TINY.layout.crop_size(c), TINY.layout.crop_size(c))).astype(np.float32)
-            for c in COMPONENTS}
-    ours = stage2.paste_parts({c: jt.array(m) for c, m in maps.items()}, TINY.layout).numpy()
-    ref = paste_feature_maps({c: jt.array(m) for c, m in maps.items()}, TINY.layout).numpy()
+    maps = {c: rng.standard_normal((2, 3, lay.crop_size(c), lay.crop_size(c))).astype(np.float32) for c in COMPONENTS}
+    ref = maps["remainder"].copy()     # the official way: parts written over the remainder in order
+    for c in lay.paste_order:
+        b = lay.box(c)
+        h = lay.nose_rows if c == "nose" else b.size
+        ref[:, :, b.y:b.y + h, b.x:b.x + b.size] = maps[c][:, :, :h]
+    ours = stage2.paste_parts({c: jt.array(m) for c, m in maps.items()}, lay).numpy()
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -387,3 +389,14 @@ def test_two_mpi_processes_train_disjoint_shards_in_lockstep(data_dir, tmp_path)
     ck = tr()[0].load_checkpoint(tmp_path / "out" / "stage2" / "checkpoint.pkl")
     assert ck["world_size"] == 2 and ck["step"] == 3
     assert not list((tmp_path / "out").rglob("*.tmp*"))
+
+
+def test_stage1_sample_grid_shows_each_crop_and_its_reconstruction(trained_stage1, data, tmp_path):
+    stage1 = tr()[1]
+    enc, dec = stage1.load_stage1(trained_stage1)
+    crops, rec = stage1.reconstruct(enc, dec, data.sketches[:2], TINY.layout)
+    for c in COMPONENTS:
+        s = TINY.layout.crop_size(c)
+        assert crops[c].shape == rec[c].shape == (2, s, s) and rec[c].dtype == np.uint8
+    path = stage1.write_stage1_samples(enc, dec, data.sketches[:2], TINY.layout, tmp_path / "grid.png")
+    assert Image.open(path).size[0] > Image.open(path).size[1]   # 2 rows of 10 panels

@@ -24,15 +24,6 @@ Names load lazily, so ``import dfd_kit.training`` does not import Jittor.
 from __future__ import annotations
 
 import importlib
-import os
-import sys
-
-# OpenMP threads that sleep rather than spin while waiting: on a machine that is also
-# busy with other work (a notebook, a second training) spinning threads made training
-# steps 3x slower on 2 cores, sleeping ones cost next to nothing when it is idle. Read
-# by libgomp when Jittor loads it, so it only helps when this package is imported first.
-if "jittor" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {
     "Stage1Config": "common", "Stage2Config": "common", "RunConfig": "common", "TrainingData": "common",

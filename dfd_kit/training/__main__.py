@@ -104,9 +104,9 @@ def train_demo(data_dir="data/facesjs", out_dir="runs/demo", minutes_stage1: flo
     r2 = train_stage2(data_dir, out_dir, DEMO, cfg2, data=data)
     summary = {"data": str(data_dir), "heldout": str(heldout_dir), "out": str(out_dir), "params": str(params_dir),
                "processes": common.mpi_world(), "batch_size_per_process": batch_size,
-               "stage1": {"steps": r1.step, "minutes": round(r1.elapsed / 60, 2),
+               "stage1": {"steps": r1.step, "minutes": round(r1.elapsed_s / 60, 2),
                           "sec_per_step": round(r1.seconds_per_step, 3)},
-               "stage2": {"steps": r2.step, "minutes": round(r2.elapsed / 60, 2),
+               "stage2": {"steps": r2.step, "minutes": round(r2.elapsed_s / 60, 2),
                           "sec_per_step": round(r2.seconds_per_step, 3)}}
     if common.is_main():
         export_model(out_dir, params_dir)

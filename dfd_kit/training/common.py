@@ -38,8 +38,9 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 
 # Jittor's kernels switch the CPU to flush-denormals-to-zero; numpy then warns whenever
-# it (or matplotlib) asks for float limits. Harmless here.
-warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
+# it (or matplotlib) first asks for float limits. Harmless here.
+_SUBNORMAL = "The value of the smallest subnormal"
+warnings.filterwarnings("ignore", message=_SUBNORMAL, category=UserWarning)
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pkl"
@@ -477,6 +478,7 @@ def plot_losses(history: List[dict], path, title: str = "") -> Optional[Path]:
     """One panel per loss term (raw values faint, moving average bold) -> PNG."""
     if not history:
         return None
+    warnings.filterwarnings("ignore", message=_SUBNORMAL, category=UserWarning)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -509,6 +511,7 @@ def plot_losses(history: List[dict], path, title: str = "") -> Optional[Path]:
 def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str] = (),
                     row_titles: Sequence[str] = (), title: str = "", cell: float = 1.6) -> Path:
     """A grid of images (uint8 (H, W) gray or (H, W, 3) RGB; sizes may differ) -> PNG."""
+    warnings.filterwarnings("ignore", message=_SUBNORMAL, category=UserWarning)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -536,10 +539,11 @@ def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str
     return path
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Network output in [-1, 1]: (S, S) or (3, S, S) -> uint8 (S, S) or (S, S, 3)."""
+def to_uint8(x: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """Network output in [-1, 1] -> uint8. rgb=True: a (3, S, S) image -> (S, S, 3);
+    otherwise any shape (e.g. a batch of gray crops (B, S, S)) is kept."""
     x = np.asarray(x, np.float32)
-    if x.ndim == 3:
+    if rgb:
         x = x.transpose(1, 2, 0)
     return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
@@ -622,6 +626,7 @@ class Run:
         if is_main():
             self._write()
         barrier()   # the other ranks may read the checkpoint next (e.g. build_banks)
+        jt.gc()
 
     def _write(self):
         st = {"format": CHECKPOINT_FORMAT, "stage": self.stage, "step": self.step,

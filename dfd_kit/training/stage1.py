@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .common import (BatchSampler, Run, Stage1Config, StageResult, TrainingData, is_main, load_checkpoint,
+from .common import (BatchSampler, Run, Stage1Config, StageResult, TrainingData, load_checkpoint,
                      load_module_state, read_model_config, sample_rng, save_image_grid, seed_all, to_uint8,
                      trainable, write_model_config)
 from ..components import crop_components

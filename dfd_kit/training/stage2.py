@@ -17,12 +17,9 @@ Both updates of a step are computed from the weights of before the step; D's pas
 the real batch serves both its own loss and the feature matching.
 
 D is a multi-scale PatchGAN (:class:`MultiscaleDiscriminator`). Gradients of every
-generator-side loss reach the feature decoders through :func:`paste_parts`, a paste
-whose backward is exact: :func:`dfd_kit.mapping.paste_feature_maps` writes the parts
-into the remainder's map in place, and Jittor 1.3's in-place setitem passes the
-gradient of the *overwritten* pixels to the remainder too, which would train the
-remainder decoder on pixels it never shows (its forward pass is right, so inference is
-unaffected).
+generator-side loss reach the feature decoders through the paste
+(:func:`dfd_kit.mapping.paste_feature_maps`, a masked sum: each face-map pixel's
+gradient goes to the one component shown there; the tests check it).
 
 The latents are the raw latents of the training sketches (what a drawing gives when
 the part weights are 0), with probability ``project_prob`` replaced per component by
@@ -277,7 +274,7 @@ def write_stage2_samples(fdec, gen, source: LatentSource, rows: np.ndarray, path
     proj = {c: np.stack([source.project(raw[c][j], c, int(i), 1.0) for j, i in enumerate(idx)]) for c in COMPONENTS}
     with jt.no_grad():
         imgs = [synthesize(fdec, gen, {c: jt.array(z[c]) for c in COMPONENTS}, layout).numpy() for z in (raw, proj)]
-    grid = [[data.sketches[r], to_uint8(imgs[0][j]), to_uint8(imgs[1][j]), data.photos[r]]
+    grid = [[data.sketches[r], to_uint8(imgs[0][j], rgb=True), to_uint8(imgs[1][j], rgb=True), data.photos[r]]
             for j, r in enumerate(rows)]
     return save_image_grid(grid, path, ["sketch", "generated (raw)", "generated (projected)", "photo"],
                            title=f"stage 2 samples, step {step}", cell=2.0)
