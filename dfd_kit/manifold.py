@@ -171,7 +171,15 @@ def locally_linear_weights(latent: np.ndarray, neighbours: np.ndarray) -> np.nda
     m[-1] = _ANCHOR_PENALTY_ROW
     r = np.zeros(v.shape[1] + 1, np.float64)
     r[:-1] = g - v[0]
-    x = np.linalg.solve(m.T @ m, m.T @ r)
+    try:
+        x = np.linalg.solve(m.T @ m, m.T @ r)
+    except np.linalg.LinAlgError:
+        x = None
+    if x is None or not np.all(np.isfinite(x)):
+        # Duplicate (or collinear) neighbours make the normal equations singular, e.g. a bank
+        # built from repeated sketches; the minimum-norm least-squares solution shares the
+        # weight evenly between duplicates and still sums to 1 with the anchor.
+        x = np.linalg.lstsq(m, r, rcond=None)[0]
     return np.concatenate([[1.0 - x.sum()], x])
 
 

@@ -66,16 +66,18 @@ def check_part_weights(part_weights) -> Dict[str, float]:
     return w
 
 
-def check_k(k, default: int) -> int:
+def check_k(k, default: int, bank_rows: int, sex: str) -> int:
+    """K is between 2 (the weights need the anchor and one more neighbour) and the bank size."""
     if k is None:
-        return default
+        k = default
     try:
-        k = int(k)
+        k_int = int(k)
     except (TypeError, ValueError):
         raise ConfigError(f"K must be a whole number of neighbours, not {k!r}") from None
-    if k < 2:
-        raise ConfigError(f"K must be at least 2 (the weights need an anchor and one more neighbour), not {k}")
-    return k
+    if (isinstance(k, float) and k != k_int) or not 2 <= k_int <= bank_rows:
+        raise ConfigError(f"K must be between 2 and the bank size ({bank_rows} rows in the {sex} bank), "
+                          f"not {k!r}")
+    return k_int
 
 
 def check_sex(sex) -> str:
@@ -116,8 +118,8 @@ class DeepFaceDrawing:
 
     def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest") -> Dict[str, Projection]:
         w = check_part_weights(part_weights)
-        k = check_k(k, self.config.k)
         bank = self.banks[check_sex(sex)]
+        k = check_k(k, self.config.k, min(len(bank[c]) for c in latents), sex)
         return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
 
     def decode_neighbours(self, component: str, rows: np.ndarray) -> np.ndarray:
@@ -174,10 +176,7 @@ class DeepFaceDrawing:
         """
         w = check_part_weights(part_weights)
         sex = check_sex(sex)
-        k = check_k(k, self.config.k)
-        bank_rows = min(len(self.banks[sex][c]) for c in COMPONENTS)
-        if k > bank_rows:
-            raise ConfigError(f"K={k} is more than the {bank_rows} rows of the {sex} feature bank")
+        k = check_k(k, self.config.k, min(len(self.banks[sex][c]) for c in COMPONENTS), sex)
         img = self.normalise(sketch)
         crops = self.crop(img)
         latents = self.encode(crops)

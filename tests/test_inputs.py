@@ -224,3 +224,18 @@ def test_k_up_to_the_bank_size_works(demo_model, demo_sketch):
 def test_bad_anchor(demo_model, demo_sketch):
     with raises(ConfigError, "anchor", "nearest", "official"):
         demo_model.generate(demo_sketch, anchor="closest", shadows=False)
+
+
+def test_duplicate_bank_rows_still_project():
+    # A bank built from repeated sketches has identical rows: the normal equations are
+    # singular, and projection must still give weights summing to 1 that rebuild the point.
+    from dfd_kit.manifold import project_to_manifold
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(6, 16)).astype(np.float32)
+    bank = np.concatenate([base, base])                  # every row twice
+    latent = (0.5 * base[0] + 0.5 * base[1]).astype(np.float32)
+    p = project_to_manifold(latent, bank, k=6, weight=1.0)
+    assert np.isfinite(p.weights).all()
+    assert abs(p.weights.sum() - 1.0) < 1e-9
+    assert np.abs(p.vector - latent).max() < 0.05      # the midpoint lies on the bank's span
