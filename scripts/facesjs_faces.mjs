@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { generate, faceToSvgString, svgs } from "facesjs";
 
 function parseArgs(argv) {
-  const args = { seed: 0, n: 1, start: 0, out: null, accessories: false };
+  const args = { seed: 0, n: 1, start: 0, out: null, accessories: false, colours: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -38,11 +38,14 @@ function parseArgs(argv) {
     else if (a === "--start") args.start = Number(next());
     else if (a === "--out") args.out = next();
     else if (a === "--accessories") args.accessories = true;
+    else if (a === "--colours") args.colours = true;
     else if (a === "--help" || a === "-h") {
       process.stdout.write(
-        "usage: facesjs_faces.mjs [--seed S] [--n N] [--start K] [--out DIR] [--accessories]\n" +
+        "usage: facesjs_faces.mjs [--seed S] [--n N] [--start K] [--out DIR] [--accessories] [--colours]\n" +
           "  --accessories  keep facesjs' glasses, hats and headbands (off by default: they\n" +
-          "                 hide the eyes and hair that DeepFaceDrawing's components model)\n",
+          "                 hide the eyes and hair that DeepFaceDrawing's components model)\n" +
+          "  --colours      keep facesjs' random skin and hair colours (off by default: a line\n" +
+          "                 sketch does not show colour, so a model could only guess it)\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -90,14 +93,22 @@ function tagFeatures() {
   }
 }
 
+// The fixed palette (see --colours).
+const SKIN = "#bb876f";
+const HAIR = "#272421";
+
 function main() {
   const args = parseArgs(process.argv.slice(2));
   tagFeatures();
   if (args.out) mkdirSync(args.out, { recursive: true });
   const realRandom = Math.random;
-  // Without accessories: no glasses, hats or headbands. Overrides are applied after
-  // the random draw, so the random stream (and every other feature) is unchanged.
-  const overrides = args.accessories ? undefined : { glasses: { id: "none" }, accessories: { id: "none" } };
+  // Without accessories: no glasses, hats or headbands. Without colours: one skin tone
+  // and one hair colour (facesjs' most common hair colour and a mid skin tone from its
+  // palettes). Overrides are applied after the random draw, so the random stream (and
+  // every shape) is the same either way.
+  const overrides = {};
+  if (!args.accessories) Object.assign(overrides, { glasses: { id: "none" }, accessories: { id: "none" } });
+  if (!args.colours) Object.assign(overrides, { body: { color: SKIN }, hair: { color: HAIR } });
   try {
     for (let index = args.start; index < args.start + args.n; index++) {
       Math.random = mulberry32(faceSeed(args.seed, index));

@@ -187,6 +187,20 @@ def test_another_seed_gives_other_faces(face_records):
     assert [r["sex"] for r in other] == ["male", "female"]
 
 
+def test_one_palette_by_default_and_the_same_shapes_with_facesjs_colours(face_records):
+    # A line sketch has no colour, so the default data set paints every face alike;
+    # --colours keeps facesjs's palettes and must change nothing else.
+    assert {r["face"]["body"]["color"] for r in face_records} == {"#bb876f"}
+    assert {r["face"]["hair"]["color"] for r in face_records} == {"#272421"}
+    coloured = list(fj.generate_faces(len(face_records), seed=SEED, colours=True))
+    assert len({r["face"]["body"]["color"] for r in coloured}) > 1
+
+    def shapes(face):
+        return {k: ({kk: vv for kk, vv in v.items() if kk != "color"} if isinstance(v, dict) else v)
+                for k, v in face.items()}
+    assert [shapes(r["face"]) for r in coloured] == [shapes(r["face"]) for r in face_records]
+
+
 def test_generated_svgs_tag_the_facial_features(face_records):
     for rec in face_records:
         names = [n for n, _ in fj._feature_groups(fj.parse_svg(rec["svg"]))]

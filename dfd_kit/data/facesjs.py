@@ -106,12 +106,16 @@ def _node() -> str:
     return node
 
 
-def generate_faces(n: int, seed: int = 0, start: int = 0, accessories: bool = False) -> Iterator[dict]:
+def generate_faces(n: int, seed: int = 0, start: int = 0, accessories: bool = False,
+                   colours: bool = False) -> Iterator[dict]:
     """Stream ``n`` random facesjs faces: one Node process for all of them.
 
     Yields dicts ``{"index": int, "sex": "male"|"female", "face": dict, "svg": str}``
     for indices ``start .. start+n-1``. Face ``i`` depends on ``(seed, i)`` only; even
     indices are male, odd ones female. ``accessories=True`` keeps glasses and hats.
+    ``colours=True`` keeps facesjs's random skin and hair colours; by default every face
+    has one skin tone and one hair colour, because a line sketch does not show colour
+    and a sketch-to-face model could only guess it (the shapes are the same either way).
     """
     if n < 0 or start < 0 or seed < 0:
         raise ValueError("n, seed and start must be non-negative")
@@ -119,6 +123,8 @@ def generate_faces(n: int, seed: int = 0, start: int = 0, accessories: bool = Fa
     cmd = [_node(), str(SCRIPT), "--seed", str(int(seed)), "--n", str(int(n)), "--start", str(int(start))]
     if accessories:
         cmd.append("--accessories")
+    if colours:
+        cmd.append("--colours")
     return _stream(cmd, n)  # checks above run now, not at the first next()
 
 
@@ -608,7 +614,7 @@ def _build_one(args):
 
 
 def build_facesjs_dataset(out_dir, n: int, seed: int = 0, layout: Layout = DEMO_LAYOUT, progress: bool = True,
-                          workers: Optional[int] = None, accessories: bool = False) -> Path:
+                          workers: Optional[int] = None, accessories: bool = False, colours: bool = False) -> Path:
     """Generate ``n`` aligned (sketch, photo) pairs from random facesjs faces.
 
     Writes into ``out_dir``:
@@ -623,7 +629,8 @@ def build_facesjs_dataset(out_dir, n: int, seed: int = 0, layout: Layout = DEMO_
 
     The same ``seed`` gives byte-identical files. One Node process makes all faces;
     rendering runs on ``workers`` processes (default: all CPUs; 1 = in this process,
-    also used for small ``n``). Returns ``Path(out_dir)``.
+    also used for small ``n``). ``accessories`` and ``colours``: see
+    :func:`generate_faces`. Returns ``Path(out_dir)``.
     """
     from tqdm.auto import tqdm
 
@@ -634,7 +641,7 @@ def build_facesjs_dataset(out_dir, n: int, seed: int = 0, layout: Layout = DEMO_
         workers = os.cpu_count() or 1
     if n < 64:  # a pool costs more to start than a few faces take to render
         workers = 1
-    jobs = ((rec, layout, str(out)) for rec in generate_faces(n, seed, accessories=accessories))
+    jobs = ((rec, layout, str(out)) for rec in generate_faces(n, seed, accessories=accessories, colours=colours))
     results = []
     bar = tqdm(total=n, desc="facesjs faces", unit="face", disable=not progress)
     try:
@@ -671,13 +678,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="256: the demo layout; 512: the official layout")
     ap.add_argument("--workers", type=int, default=None, help="render processes (default: all CPUs)")
     ap.add_argument("--accessories", action="store_true", help="keep facesjs glasses and hats")
+    ap.add_argument("--colours", action="store_true",
+                    help="keep facesjs's random skin and hair colours (default: one palette; a sketch has no colour)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     from ..config import OFFICIAL_LAYOUT
     layout = DEMO_LAYOUT if a.size == 256 else OFFICIAL_LAYOUT
     try:
         out = build_facesjs_dataset(a.out, a.n, a.seed, layout, progress=not a.quiet, workers=a.workers,
-                                    accessories=a.accessories)
+                                    accessories=a.accessories, colours=a.colours)
     except FacesjsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

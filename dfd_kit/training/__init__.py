@@ -13,7 +13,7 @@ Two stages, as in the paper:
 reads. :func:`train_demo` runs everything on the facesjs demo data within a time budget;
 from a shell::
 
-    python -m dfd_kit.training demo --data data/facesjs --out runs/demo
+    python -m dfd_kit.training demo --out runs/demo --params Params/demo
 
 Every stage checkpoints to ``<out>/<stage>/checkpoint.pkl`` and resumes from it exactly
 (same weights as an uninterrupted run); under ``mpirun -np N`` the stages train
@@ -33,7 +33,7 @@ _LAZY = {
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2", "paste_parts": "stage2",
     "MultiscaleDiscriminator": "stage2", "PatchDiscriminator": "stage2",
-    "train_demo": "__main__", "heldout_figure": "__main__",
+    "train_demo": "__main__", "evaluate_quality": "quality",
 }
 
 
