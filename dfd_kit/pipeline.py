@@ -149,11 +149,24 @@ class DeepFaceDrawing:
             np.minimum(region, part, out=region)
         return canvas.astype(np.uint8)
 
-    def feature_map(self, vectors: Dict[str, np.ndarray], keep_parts: bool = False):
-        """{component: (D,)} -> (face map jt.Var (1, C, size, size), {component: (C, S, S)} if keep_parts)."""
+    def feature_map(self, vectors: Dict[str, np.ndarray], keep_parts: bool = False, cache: Optional[dict] = None):
+        """{component: (D,)} -> (face map jt.Var (1, C, size, size), {component: (C, S, S)} if keep_parts).
+
+        ``cache`` (a dict the caller keeps between calls) remembers each component's map
+        with the vector it came from, so an interactive edit of one part runs only that
+        part's feature decoder.
+        """
+        maps = {}
         with jt.no_grad():
-            maps = {c: self.feature_decoders[c](jt.array(vectors[c][None].astype(np.float32)))
-                    for c in COMPONENTS}
+            for c in COMPONENTS:
+                v = np.asarray(vectors[c], np.float32)
+                hit = cache.get(c) if cache is not None else None
+                if hit is not None and np.array_equal(hit[0], v):
+                    maps[c] = hit[1]
+                    continue
+                maps[c] = self.feature_decoders[c](jt.array(v[None]))
+                if cache is not None:
+                    cache[c] = (v.copy(), maps[c])
             parts = {c: m.numpy()[0] for c, m in maps.items()} if keep_parts else {}
             return paste_feature_maps(maps, self.layout), parts
 
@@ -188,9 +201,10 @@ class DeepFaceDrawing:
         self.render(res, keep_features)
         return res
 
-    def render(self, res: GenerationResult, keep_features=True) -> GenerationResult:
-        """Feature mapping and synthesis for the vectors in ``res`` (fills map and image)."""
-        fmap, parts = self.feature_map({c: p.vector for c, p in res.projections.items()}, keep_features)
+    def render(self, res: GenerationResult, keep_features=True, cache: Optional[dict] = None) -> GenerationResult:
+        """Feature mapping and synthesis for the vectors in ``res`` (fills map and image);
+        ``cache``: see :meth:`feature_map`."""
+        fmap, parts = self.feature_map({c: p.vector for c, p in res.projections.items()}, keep_features, cache)
         out = self.synthesize(fmap)
         if keep_features:
             res.feature_maps, res.feature_map = parts, fmap.numpy()[0]

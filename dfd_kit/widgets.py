@@ -177,6 +177,7 @@ class DrawingPad(W.VBox):
         self._shadows: Dict[str, np.ndarray] = {}
         self._shadow_stale = set(COMPONENTS)
         self._shadow_img: Optional[np.ndarray] = None
+        self._feature_maps: Dict[str, tuple] = {}   # per component: (vector, map), see feature_map
         self._rows = _row_cache(self.model)
         self.result = None
         self.latency: Optional[float] = None
@@ -185,7 +186,7 @@ class DrawingPad(W.VBox):
         self.error: Optional[str] = None
         self.last_saved: Optional[tuple] = None
         self.stats = {"encoded": Counter(), "projected": Counter(), "shadowed": Counter(),
-                      "decoded_rows": Counter(), "generated": 0, "updates": 0}
+                      "decoded_rows": Counter(), "feature_decoded": Counter(), "generated": 0, "updates": 0}
 
         self._build_ui(width, folder, sex, k, shadows, shadow_opacity, show_boxes)
         super().__init__([self._top, self.error_area])
@@ -563,7 +564,9 @@ class DrawingPad(W.VBox):
             t["project"] = time.perf_counter() - a
             a = time.perf_counter()
             res = GenerationResult(sketch, crops, latents, proj, w, self.sex, self.k)
-            m.render(res)
+            before = {c: id(v[1]) for c, v in self._feature_maps.items()}
+            m.render(res, cache=self._feature_maps)   # only parts whose vector changed are decoded
+            self.stats["feature_decoded"].update(c for c, v in self._feature_maps.items() if id(v[1]) != before.get(c))
             self.stats["generated"] += 1
             t["render"] = time.perf_counter() - a
             # commit: the caches now describe `sketch`

@@ -129,6 +129,7 @@ def test_undo_redo_clear(pad):
 def test_a_left_eye_stroke_re_encodes_only_the_left_eye(pad):
     box = pad.model.layout.box("left_eye")
     enc0, gen0, sh0 = pad.stats["encoded"].copy(), pad.stats["generated"], pad.stats["shadowed"].copy()
+    fd0 = pad.stats["feature_decoded"].copy()
     # in the left-eye box and in no other box (the nose box overlaps its lower right corner)
     x0, y = box.x + 6, box.y + 10
     mouse_stroke(pad, [(2 * x0, 2 * y), (2 * (x0 + 12), 2 * (y + 4)), (2 * (x0 + 22), 2 * y)])
@@ -136,6 +137,7 @@ def test_a_left_eye_stroke_re_encodes_only_the_left_eye(pad):
     assert pad.stats["encoded"] - enc0 == {"left_eye": 1}
     assert pad.stats["generated"] == gen0 + 1
     assert pad.stats["shadowed"] - sh0 == {"left_eye": 1}
+    assert pad.stats["feature_decoded"] - fd0 == {"left_eye": 1}, "one feature decoder per changed part"
     # and the result is what a full generation of this sketch gives
     full = pad.model.generate(pad.sketch, shadows=False, k=pad.k)
     for c in COMPONENTS:
