@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jittor as jt
+import numpy as np
 from jittor import nn
 
 
@@ -98,3 +99,40 @@ class Stage(nn.Module):
 
     def execute(self, x):
         return self.res(self.resample(x)) if self.resample_first else self.resample(self.res(x))
+
+
+class MappedLinear(nn.Module):
+    """x W^T + b for inference, with W (out, in) left in a float32 ``.npy`` file.
+
+    Each official encoder and decoder holds one huge fully-connected layer (268 MB for the
+    remainder). Read slice by slice through a small reused buffer, such a weight lives in
+    the OS file cache, which any process may share and the kernel may drop, and never in
+    this process's memory. (N, in) jt.Var -> (N, out) jt.Var; no gradients.
+    """
+
+    SLICE_BYTES = 32 << 20   # the buffer: big enough for BLAS speed, small next to the weight
+
+    def __init__(self, weight: np.memmap, bias: np.ndarray):
+        assert weight.dtype == np.float32 and weight.ndim == 2 and weight.flags.c_contiguous
+        self.path, self.offset = str(weight.filename), int(weight.offset)
+        self.out_features, self.in_features = weight.shape
+        self.bias_array = np.array(bias, np.float32)   # a numpy array, so not a Jittor parameter
+
+    @property
+    def weight_array(self) -> np.memmap:
+        """The weight, memory-mapped (for saving and inspection)."""
+        return np.memmap(self.path, np.float32, "r", self.offset, (self.out_features, self.in_features))
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        xs = x.numpy().astype(np.float32, copy=False)
+        y = np.empty((xs.shape[0], self.out_features), np.float32)
+        rows = max(1, self.SLICE_BYTES // (4 * self.in_features))
+        buf = np.empty((min(rows, self.out_features), self.in_features), np.float32)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.out_features, rows):
+                w = buf[:min(rows, self.out_features - start)]
+                if f.readinto(w) != w.nbytes:
+                    raise OSError(f"{self.path} is shorter than its header says")
+                np.matmul(xs, w.T, out=y[:, start:start + len(w)])
+        return jt.array(y + self.bias_array)

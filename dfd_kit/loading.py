@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
@@ -122,17 +123,26 @@ def read_checkpoint(path) -> Dict[str, np.ndarray]:
     """A .pkl checkpoint -> {key: float32 array}. Accepts jittor 1.1's plain pickle and
     jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 storage is widened to float32."""
     path = Path(path)
-    data = path.read_bytes()
-    if data.endswith(_JT13_TRAILER) and len(data) > 28:
-        body, digest = data[:-28], data[-28:-8]
-        if hashlib.sha1(body).digest() != digest:
-            raise ParamsError(f"{path} is corrupt (its checksum does not match); download it again")
-        data = body
-    try:
-        obj = _ArrayUnpickler(io.BytesIO(data)).load()
-    except Exception as e:
-        raise ParamsError(f"could not read checkpoint {path}: {e}. The file is damaged or not a "
-                          "DeepFaceDrawing checkpoint; download it again.") from None
+    # Unpickled straight from the file: holding its bytes too would double the peak memory.
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - 28, 0))
+        tail = f.read()
+        if tail.endswith(_JT13_TRAILER) and size > 28:
+            f.seek(0)
+            sha, left = hashlib.sha1(), size - 28
+            while left:
+                chunk = f.read(min(left, 16 << 20))
+                sha.update(chunk)
+                left -= len(chunk)
+            if sha.digest() != tail[:20]:
+                raise ParamsError(f"{path} is corrupt (its checksum does not match); download it again")
+        f.seek(0)
+        try:
+            obj = _ArrayUnpickler(f).load()   # stops at the pickle's end, before any trailer
+        except Exception as e:
+            raise ParamsError(f"could not read checkpoint {path}: {e}. The file is damaged or not a "
+                              "DeepFaceDrawing checkpoint; download it again.") from None
     if not isinstance(obj, dict):
         raise ParamsError(f"{path} does not hold a dict of arrays")
     out = {}
@@ -140,6 +150,65 @@ def read_checkpoint(path) -> Dict[str, np.ndarray]:
         a = np.asarray(v)
         out[str(k)] = a.astype(np.float32) if a.dtype != np.float32 else a
     return out
+
+
+# ---------------------------------------------------------------- compact cache
+
+_COMPACT_VERSION = 1
+
+
+def compact_cache_dir(root) -> Path:
+    """Where a Params/ folder's compact copy lives: ``<folder>/.compact`` when the folder is
+    writable, else $DFD_KIT_CACHE (default ~/.cache/dfd_kit) / compact / <name>-<path hash>."""
+    root = Path(root).resolve()
+    if os.access(root, os.W_OK):
+        return root / ".compact"
+    base = Path(os.environ.get("DFD_KIT_CACHE") or Path.home() / ".cache" / "dfd_kit")
+    return base / "compact" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
+
+
+def compact_checkpoint(root, rel: str) -> Dict[str, np.ndarray]:
+    """A checkpoint as {key: float32 array memory-mapped from its own .npy file}.
+
+    The pickle is converted once into :func:`compact_cache_dir`; the copy is redone when the
+    pickle's size or modification time changes. Mapped arrays cost no memory until read,
+    and a big linear layer can stay mapped (:class:`dfd_kit.layers.MappedLinear`). Where
+    the cache cannot be written, the pickle is read into memory instead, with a warning.
+    """
+    src = Path(root) / rel
+    st = src.stat()
+    stamp = {"version": _COMPACT_VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    folder = compact_cache_dir(root) / rel
+    index_file = folder / "index.json"
+    try:
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    except ValueError:
+        index = {}
+    if index.get("source") != stamp:
+        state = read_checkpoint(src)
+        try:
+            index = _write_compact(state, folder, stamp)
+        except OSError as e:
+            warnings.warn(f"could not write the compact copy of {rel} to {folder} ({e}); keeping the "
+                          "weights in memory instead", stacklevel=2)
+            return state
+        del state   # the copy on disk replaces it
+    return {k: np.load(folder / f, mmap_mode="r") for k, f in index["files"].items()}
+
+
+def _write_compact(state: Dict[str, np.ndarray], folder: Path, stamp: dict) -> dict:
+    """One .npy per tensor, then index.json last: a folder without a current index is redone."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = {}
+    for i, (key, a) in enumerate(state.items()):
+        files[key] = f"{i}.npy"
+        np.save(folder / files[key], np.ascontiguousarray(a, np.float32))
+    index = {"source": stamp, "files": files}
+    tmp = folder / "index.json.tmp"
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, folder / "index.json")
+    return index
 
 
 def read_bank(path, latent_dim: int) -> np.ndarray:
@@ -243,9 +312,41 @@ def load_into(module, state: Dict[str, np.ndarray], table, source: str) -> None:
     if defaulted:
         warnings.warn(f"{source}: {len(defaulted)} InstanceNorm affine parameters are absent; using "
                       "weight 1, bias 0 (as in a PyTorch pix2pixHD generator)", stacklevel=3)
+    from .layers import MappedLinear
+
+    for prefix in _mapped_linears(module, kit):
+        setattr(_owner(module, prefix), prefix.rpartition(".")[2],
+                MappedLinear(kit[f"{prefix}.weight"], _read(kit[f"{prefix}.bias"])))
+        del own[f"{prefix}.weight"], own[f"{prefix}.bias"]
     for key, var in own.items():
         if key in kit:
-            var.assign(jt.array(np.ascontiguousarray(kit[key], np.float32)))
+            var.assign(jt.array(_read(kit[key])))
+
+
+#: Linear layers at least this big stay in their memory-mapped file (the official encoders'
+#: and decoders' fully-connected layers, 16 to 268 MB each; every convolution stays resident).
+MAPPED_LINEAR_MIN_BYTES = 8 << 20
+
+
+def _mapped_linears(module, kit) -> List[str]:
+    """Prefixes of the nn.Linear layers whose weight arrived memory-mapped and is big."""
+    from jittor import nn
+
+    out = []
+    for key, a in kit.items():
+        prefix, _, param = key.rpartition(".")
+        if (param == "weight" and isinstance(a, np.memmap) and a.nbytes >= MAPPED_LINEAR_MIN_BYTES
+                and isinstance(_owner(module, key), nn.Linear)):
+            out.append(prefix)
+    return out
+
+
+def _read(a: np.ndarray) -> np.ndarray:
+    """A float32 copy in memory. A memory-mapped array is read from its file rather than
+    through the mapping: pages touched through a mapping would count in this process's memory."""
+    if isinstance(a, np.memmap):
+        return np.load(a.filename)
+    return np.ascontiguousarray(a, np.float32)
 
 
 def _owner(module, key):
@@ -259,12 +360,18 @@ def _owner(module, key):
 
 def official_state(module, table, dtype=np.float32) -> Dict[str, np.ndarray]:
     """A kit module's parameters under official key names (the inverse of load_into)."""
+    from .layers import MappedLinear
+
     inverse = {k: o for o, k in table}
+    arrays = {k: v.numpy() for k, v in module.state_dict().items()}
+    for name, m in module.named_modules():
+        if isinstance(m, MappedLinear):
+            arrays[f"{name}.weight"], arrays[f"{name}.bias"] = m.weight_array, m.bias_array
     out = {}
-    for key, var in module.state_dict().items():
+    for key, a in arrays.items():
         prefix, _, param = key.rpartition(".")
         if prefix in inverse:
-            out[f"{inverse[prefix]}.{param}"] = var.numpy().astype(dtype)
+            out[f"{inverse[prefix]}.{param}"] = np.asarray(a).astype(dtype)
     return out
 
 

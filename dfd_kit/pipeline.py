@@ -2,9 +2,11 @@
 projection -> feature map -> image, every intermediate kept for inspection."""
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jittor as jt
 import numpy as np
@@ -14,13 +16,19 @@ from .config import COMPONENTS, PARTS, ModelConfig
 from .embedding import ComponentEncoder, LatentDecoder, crop_to_input, sketch_decoder
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
-                      decoder_key_table, encoder_key_table, generator_key_table, load_into,
-                      read_bank, read_checkpoint, read_config)
+                      compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
+                      load_into, read_bank, read_config)
 from .manifold import Projection, blend_shadow, project_to_manifold, shadow_weights
 from .mapping import feature_decoder, paste_feature_maps
 from .synthesis import Generator, to_uint8_image
 
 DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
+
+#: Sketch decoding batches are cut so that one full-resolution activation stays near this.
+DECODE_BATCH_BYTES = 64 << 20
+#: Memory a shadow pass needs besides the sketch decoders' weights, with a margin: at full
+#: size shadows raised the peak by 0.3 GB in all (bench/bench_memory.py).
+SHADOW_WORKSPACE_BYTES = 512 << 20
 
 
 @dataclass
@@ -98,6 +106,7 @@ class DeepFaceDrawing:
         self.generator: Generator = generator
         self.banks: Dict[str, Dict[str, np.ndarray]] = banks   # sex -> component -> (N, D)
         self.source = source
+        self._shadows_refused = False
 
     def __repr__(self):
         return (f"DeepFaceDrawing({self.source or 'unsaved'}: {self.layout.size}px, latent "
@@ -123,9 +132,16 @@ class DeepFaceDrawing:
         return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
 
     def decode_neighbours(self, component: str, rows: np.ndarray) -> np.ndarray:
-        """Bank rows (N, D) -> decoded sketches (N, S, S), one batched decoder pass."""
+        """Bank rows (N, D) -> decoded sketches (N, S, S), in batches whose full-resolution
+        activations stay near DECODE_BATCH_BYTES (the remainder decoder's are 33 MB a row)."""
+        rows = np.asarray(rows, np.float32)
+        size = self.layout.crop_size(component)
+        per_row = 4 * size * size * self.config.nets.decoder_channels[-1]
+        batch = max(1, DECODE_BATCH_BYTES // per_row)
+        decoder = self.sketch_decoders[component]
         with jt.no_grad():
-            return self.sketch_decoders[component](jt.array(np.asarray(rows, np.float32))).numpy()[:, 0]
+            parts = [decoder(jt.array(rows[i:i + batch])).numpy()[:, 0] for i in range(0, len(rows), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
 
     def shadow(self, component: str, projection: Projection, sex: str) -> np.ndarray:
         """uint8 (S, S) guidance sketch: the neighbours drawn faintly by their weights."""
@@ -195,11 +211,31 @@ class DeepFaceDrawing:
         latents = self.encode(crops)
         proj = self.project(latents, w, sex, k, anchor)
         res = GenerationResult(img, crops, latents, proj, w, sex, k)
-        if shadows:
+        if shadows and self.shadows_fit_in_memory():
             res.shadows = {c: self.shadow(c, proj[c], sex) for c in COMPONENTS}
             res.shadow = self.compose_shadows(res.shadows)
+            jt.gc()   # Jittor's allocator would keep the decoders' freed activations for itself
         self.render(res, keep_features)
         return res
+
+    def shadows_fit_in_memory(self) -> bool:
+        """False, with a warning the first time, when the sketch decoders are not loaded yet
+        and this machine's available memory cannot hold them and a decoding pass."""
+        if self._shadows_refused:
+            return False
+        if not self.sketch_decoders:
+            return True   # loaded with shadows=False: there is nothing to load
+        pending = getattr(self.sketch_decoders, "pending_bytes", 0)
+        if not pending:
+            return True
+        need, free = pending + SHADOW_WORKSPACE_BYTES, available_memory()
+        if free >= need:
+            return True
+        self._shadows_refused = True
+        warnings.warn(f"shadows are turned off: their sketch decoders need about {need / 2**30:.1f} GB and "
+                      f"this machine has {free / 2**30:.1f} GB available. Faces are generated without "
+                      "shadow guidance; free memory and reload the model to get them back.", stacklevel=3)
+        return False
 
     def render(self, res: GenerationResult, keep_features=True, cache: Optional[dict] = None) -> GenerationResult:
         """Feature mapping and synthesis for the vectors in ``res`` (fills map and image);
@@ -213,6 +249,60 @@ class DeepFaceDrawing:
         return res
 
 
+class LazyNetworks(Mapping):
+    """{component: network}, each loaded on first use: the sketch decoders (525 MB at
+    full size) are needed only when shadows are asked for."""
+
+    def __init__(self, load: Callable[[str], object], sizes: Dict[str, int]):
+        self._load, self._sizes, self._nets = load, dict(sizes), {}
+
+    def __getitem__(self, component):
+        if component not in self._sizes:
+            raise KeyError(component)
+        if component not in self._nets:
+            self._nets[component] = self._load(component)
+        return self._nets[component]
+
+    def __contains__(self, component):   # without loading it
+        return component in self._sizes
+
+    def __iter__(self):
+        return iter(self._sizes)
+
+    def __len__(self):
+        return len(self._sizes)
+
+    @property
+    def loaded(self) -> list:
+        return [c for c in self._sizes if c in self._nets]
+
+    @property
+    def pending_bytes(self) -> int:
+        """Checkpoint bytes of the networks not loaded yet (an upper bound of their memory:
+        big linear layers stay in their files)."""
+        return sum(n for c, n in self._sizes.items() if c not in self._nets)
+
+
+def available_memory() -> int:
+    """Bytes this process can still take: the kernel's MemAvailable, capped by a cgroup
+    memory limit (containers and notebook servers often set one)."""
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = int(Path(limit).read_text()) - int(Path(used).read_text())
+        except (OSError, ValueError):   # no such cgroup, or "max"
+            continue
+        free = cap if free is None else min(free, cap)
+    return free if free is not None else 1 << 62
+
+
 def _edge_fade(size: int) -> np.ndarray:
     """(size, size) weights: 1 in the middle, falling smoothly to 0 at the box edge."""
     t = np.minimum(np.arange(size), np.arange(size)[::-1]) / (size * 0.2)
@@ -224,36 +314,56 @@ def _edge_fade(size: int) -> np.ndarray:
 def build(config: ModelConfig, shadows: bool = True):
     """Fresh, randomly initialised networks for ``config``: (encoders, sketch decoders,
     feature decoders, generator)."""
-    n, lay = config.nets, config.layout
-    enc = {c: ComponentEncoder(lay.crop_size(c), n.encoder_channels, n.latent_dim) for c in COMPONENTS}
-    dec = {c: sketch_decoder(lay.crop_size(c), n.decoder_channels, n.latent_dim) for c in COMPONENTS} if shadows else {}
-    fdec = {c: feature_decoder(lay.crop_size(c), n.feature_decoder_channels, n.latent_dim, n.feature_channels)
-            for c in COMPONENTS}
-    gen = Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks)
-    for m in list(enc.values()) + list(dec.values()):
-        m.eval()
-    return enc, dec, fdec, gen
+    enc = {c: build_network("encoder", config, c) for c in COMPONENTS}
+    dec = {c: build_network("sketch_decoder", config, c) for c in COMPONENTS} if shadows else {}
+    fdec = {c: build_network("feature_decoder", config, c) for c in COMPONENTS}
+    return enc, dec, fdec, build_network("generator", config)
+
+
+def build_network(kind: str, config: ModelConfig, component: str = ""):
+    """One fresh network. kind: encoder | sketch_decoder | feature_decoder | generator."""
+    n, size = config.nets, config.layout.crop_size(component) if component else 0
+    if kind == "encoder":
+        return ComponentEncoder(size, n.encoder_channels, n.latent_dim).eval()
+    if kind == "sketch_decoder":
+        return sketch_decoder(size, n.decoder_channels, n.latent_dim).eval()
+    if kind == "feature_decoder":
+        return feature_decoder(size, n.feature_decoder_channels, n.latent_dim, n.feature_channels)
+    return Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks)
+
+
+def key_table(kind: str, config: ModelConfig):
+    n = config.nets
+    return {"encoder": lambda: encoder_key_table(len(n.encoder_channels)),
+            "sketch_decoder": lambda: decoder_key_table(len(n.decoder_channels) - 1),
+            "feature_decoder": lambda: decoder_key_table(len(n.feature_decoder_channels) - 1),
+            "generator": lambda: generator_key_table(n.n_downsample, n.n_blocks)}[kind]()
+
+
+def load_network(root: Path, config: ModelConfig, kind: str, component: str = ""):
+    """Build one network and fill it from its checkpoint (through the compact cache)."""
+    rel = checkpoint_file(kind, component) if component else GENERATOR_FILE
+    net = build_network(kind, config, component)
+    load_into(net, compact_checkpoint(root, rel), key_table(kind, config), rel)
+    return net
 
 
 def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
-    """Load a Params/ folder (official layout; a ``config.json`` describes non-official sizes)."""
+    """Load a Params/ folder (official layout; a ``config.json`` describes non-official sizes).
+
+    Weights come from the compact cache (written on first load), one network at a time;
+    the big linear layers stay memory-mapped, and the sketch decoders load when shadows
+    are first asked for."""
     root = check_params_dir(params_dir, shadows)
     config = read_config(root)
-    n = config.nets
-    enc, dec, fdec, gen = build(config, shadows)
-    n_enc, n_dec = len(n.encoder_channels), len(n.decoder_channels) - 1
-    n_fdec = len(n.feature_decoder_channels) - 1
-    for c in COMPONENTS:
-        f = checkpoint_file("encoder", c)
-        load_into(enc[c], read_checkpoint(root / f), encoder_key_table(n_enc), f)
-        if shadows:
-            f = checkpoint_file("sketch_decoder", c)
-            load_into(dec[c], read_checkpoint(root / f), decoder_key_table(n_dec), f)
-        f = checkpoint_file("feature_decoder", c)
-        load_into(fdec[c], read_checkpoint(root / f), decoder_key_table(n_fdec), f)
-    load_into(gen, read_checkpoint(root / GENERATOR_FILE), generator_key_table(n.n_downsample, n.n_blocks),
-              GENERATOR_FILE)
-    banks = {s: {c: read_bank(root / bank_file(c, s), n.latent_dim) for c in COMPONENTS} for s in SEXES}
+    enc = {c: load_network(root, config, "encoder", c) for c in COMPONENTS}
+    fdec = {c: load_network(root, config, "feature_decoder", c) for c in COMPONENTS}
+    gen = load_network(root, config, "generator")
+    dec = {}
+    if shadows:
+        sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
+        dec = LazyNetworks(lambda c: load_network(root, config, "sketch_decoder", c), sizes)
+    banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim) for c in COMPONENTS} for s in SEXES}
     return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
 
 
