@@ -594,6 +594,9 @@ class DrawingPad(W.VBox):
         Returns True if the guidance image changed."""
         if not self.has_shadows or self.result is None:
             return False
+        if not self.model.shadows_fit_in_memory():   # warns once; the face still updates
+            self.has_shadows = False
+            return False
         a = time.perf_counter()
         stale = []
         try:
