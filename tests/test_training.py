@@ -178,6 +178,22 @@ def test_stage1_training_lowers_the_reconstruction_loss(data_dir, data, tmp_path
     assert all(not m.is_training() for m in res.nets["encoders"].values())   # eval mode at the end
 
 
+def test_ink_weighted_loss_makes_a_blank_reconstruction_lose_to_a_faint_one():
+    # Thin lines: a blank (all paper) output is the L1 optimum against a faint copy of the
+    # lines; weighting the ink pixels is what makes the auto-encoders draw lines at all.
+    import jittor as jt
+    stage1 = tr()[1]
+    target = np.ones((1, 1, 32, 32), np.float32)
+    target[..., 10, 4:28] = -1.0                        # one line: 24 of 1024 pixels
+    blank = np.ones_like(target)
+    faint = np.where(target < 0, 0.0, 0.9).astype(np.float32)   # the line in grey, paper slightly off
+    loss = lambda out, kind, w: stage1.reconstruction_loss(jt.array(out), jt.array(target), kind, w).item()  # noqa: E731
+    assert loss(blank, "l1", 0.0) < loss(faint, "l1", 0.0)
+    assert loss(blank, "mse", 4.0) > loss(faint, "mse", 4.0)
+    w = 1 + 4.0 * (target < 0)
+    assert loss(faint, "mse", 4.0) == pytest.approx(float(((faint - target) ** 2 * w).sum() / w.sum()), rel=1e-5)
+
+
 def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data, tmp_path):
     common, stage1 = tr()[:2]
     a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)

@@ -26,8 +26,8 @@ from typing import Optional
 #: The recipe's defaults: those of the shipped demo model (Params/demo/MODEL_CARD.md).
 DEMO_DATA = "data/facesjs_train"
 DEMO_FACES = 3000
-DEMO_MINUTES_STAGE1 = 25.0
-DEMO_MINUTES_STAGE2 = 70.0
+DEMO_MINUTES_STAGE1 = 22.0
+DEMO_MINUTES_STAGE2 = 60.0
 
 
 def ensure_facesjs_data(data_dir, n: int, seed: int, layout, progress: bool = True) -> Path:

@@ -85,12 +85,15 @@ class RunConfig:
 class Stage1Config(RunConfig):
     """Stage 1: the five component auto-encoders (encoder + sketch decoder).
 
-    loss: "l1" or "mse" between the decoder output and the clean crop in [-1, 1].
+    loss: "mse" (as in the paper) or "l1" between the decoder output and the clean crop
+    in [-1, 1]. ink_weight: extra weight of the target's line pixels (see
+    :func:`dfd_kit.training.stage1.reconstruction_loss`; 0 = the plain mean).
     augment_prob: chance that a sample's *input* sketch is made to look hand-drawn
     (:func:`dfd_kit.data.augment_sketch` at ``augment_strength``); the target is always
     the clean sketch, so the encoders learn to ignore the wobble (a denoising AE).
     """
-    loss: str = "l1"
+    loss: str = "mse"
+    ink_weight: float = 4.0
     augment_prob: float = 0.25
     augment_strength: float = 1.0
 
@@ -98,6 +101,8 @@ class Stage1Config(RunConfig):
         _check_common(self)
         if self.loss not in ("l1", "mse"):
             raise ConfigError(f"stage 1 loss must be 'l1' or 'mse', not {self.loss!r}")
+        if not self.ink_weight >= 0:
+            raise ConfigError(f"stage 1 ink_weight must be >= 0, not {self.ink_weight!r}")
 
 
 @dataclass

@@ -4,10 +4,11 @@ Each component (left eye, right eye, nose, mouth, remainder) has an encoder (cro
 latent) and a sketch decoder (latent -> crop). They are trained together, one Adam for
 all ten networks, to reconstruct the *clean* crop of each training sketch:
 
-    loss = sum over components of mean |decoder(encoder(x_c)) - y_c|     (or squared)
+    loss = sum over components of mean w * (decoder(encoder(x_c)) - y_c)^2    (or |.|)
 
 where y_c is the crop of the clean sketch in [-1, 1] (the remainder is the whole
-sketch with the four part boxes painted white, as at inference) and x_c the same crop,
+sketch with the four part boxes painted white, as at inference), w is 1 on paper and
+1 + ``ink_weight`` on the target's lines, and x_c the same crop,
 or -- with probability ``augment_prob`` -- the crop of a copy made to look hand-drawn.
 BatchNorm uses batch statistics while training; the networks are switched to eval
 mode (running statistics) at the end, which is how the encoders are used afterwards.
@@ -67,9 +68,17 @@ def make_inputs(data: TrainingData, rows: np.ndarray, step: int, cfg, stage_id: 
     return out
 
 
-def reconstruction_loss(out: jt.Var, target: jt.Var, kind: str) -> jt.Var:
+def reconstruction_loss(out: jt.Var, target: jt.Var, kind: str, ink_weight: float = 0.0) -> jt.Var:
+    """Mean L1 or squared error, each pixel weighted by 1 + ink_weight where the target
+    has ink (darker than mid-grey): lines cover a few percent of a crop, and without the
+    weight a blank crop is a deep local minimum (for L1 it is even the optimum: the
+    per-pixel median of sparse lines is paper)."""
     d = out - target
-    return jt.abs(d).mean() if kind == "l1" else (d * d).mean()
+    e = jt.abs(d) if kind == "l1" else d * d
+    if not ink_weight:
+        return e.mean()
+    w = 1.0 + ink_weight * (target < 0.0).float32()
+    return (e * w).sum() / w.sum()
 
 
 def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[Stage1Config] = None,
@@ -100,7 +109,7 @@ def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
         rows = sampler.next()
         x = stack_crops(make_inputs(data, rows, step, cfg), layout)
         y = stack_crops(data.sketches[rows], layout)
-        losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), cfg.loss)
+        losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), cfg.loss, cfg.ink_weight)
                   for c in COMPONENTS}
         total = sum(losses.values())
         opt.step(total)
