@@ -211,15 +211,30 @@ def _write_compact(state: Dict[str, np.ndarray], folder: Path, stamp: dict) -> d
     return index
 
 
-def read_bank(path, latent_dim: int) -> np.ndarray:
-    """A raw float32 feature bank, rows inferred from the file size, memory-mapped."""
+def bank_dtype(root) -> str:
+    """The feature banks' storage type: float32 (official), or float16 where a kit model's
+    ``config.json`` says ``"bank_dtype": "float16"`` (the demo model, to stay small)."""
+    cfg = Path(root) / "config.json"
+    if cfg.is_file():
+        try:
+            if json.loads(cfg.read_text()).get("bank_dtype") == "float16":
+                return "<f2"
+        except ValueError:
+            pass   # read_config reports a broken config.json
+    return "<f4"
+
+
+def read_bank(path, latent_dim: int, dtype: str = "<f4") -> np.ndarray:
+    """A raw feature bank, rows inferred from the file size: float32 memory-mapped, or
+    float16 widened to float32 in memory."""
     path = Path(path)
     size = path.stat().st_size
-    row = 4 * latent_dim
+    row = np.dtype(dtype).itemsize * latent_dim
     if size == 0 or size % row:
         raise ParamsError(f"feature bank {path} has {size} bytes, not a whole number of "
-                          f"{latent_dim}-d float32 rows; the file is truncated -- download it again")
-    return np.memmap(path, dtype="<f4", mode="r", shape=(size // row, latent_dim))
+                          f"{latent_dim}-d {np.dtype(dtype).name} rows; the file is truncated -- download it again")
+    bank = np.memmap(path, dtype=dtype, mode="r", shape=(size // row, latent_dim))
+    return bank if dtype == "<f4" else np.asarray(bank, np.float32)
 
 
 # ---------------------------------------------------------------- key tables

@@ -2,6 +2,7 @@
 projection -> feature map -> image, every intermediate kept for inspection."""
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .embedding import ComponentEncoder, LatentDecoder, crop_to_input, sketch_de
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
                       compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
-                      load_into, read_bank, read_config)
+                      bank_dtype, load_into, read_bank, read_config)
 from .manifold import Projection, blend_shadow, project_to_manifold, shadow_weights
 from .mapping import feature_decoder, paste_feature_maps
 from .synthesis import Generator, to_uint8_image
@@ -363,16 +364,19 @@ def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
     if shadows:
         sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
         dec = LazyNetworks(lambda c: load_network(root, config, "sketch_decoder", c), sizes)
-    banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim) for c in COMPONENTS} for s in SEXES}
+    dtype = bank_dtype(root)
+    banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
+             for s in SEXES}
     return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
 
 
 def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card: str = "") -> Path:
     """Write a model in the official Params/ layout plus ``config.json`` (float16 storage
-    by default: half the size, and the loader widens it back to float32)."""
+    by default, banks included: half the size, and the loader widens it back to float32)."""
     from .loading import official_state, write_checkpoint
 
     root = Path(params_dir)
+    bank_type = "<f2" if np.dtype(dtype) == np.float16 else "<f4"
     n = model.config.nets
     n_enc, n_dec, n_fdec = len(n.encoder_channels), len(n.decoder_channels) - 1, len(n.feature_decoder_channels) - 1
     for c in COMPONENTS:
@@ -383,9 +387,12 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
         write_checkpoint(root / checkpoint_file("feature_decoder", c),
                          official_state(model.feature_decoders[c], decoder_key_table(n_fdec), dtype))
         for s in SEXES:
-            np.asarray(model.banks[s][c], "<f4").tofile(root / bank_file(c, s))
+            np.asarray(model.banks[s][c], bank_type).tofile(root / bank_file(c, s))
     write_checkpoint(root / GENERATOR_FILE, official_state(model.generator, generator_key_table(n.n_downsample, n.n_blocks), dtype))
-    (root / "config.json").write_text(model.config.to_json())
+    config = json.loads(model.config.to_json())
+    if bank_type == "<f2":
+        config["bank_dtype"] = "float16"
+    (root / "config.json").write_text(json.dumps(config, indent=2))
     if model_card:
         (root / "MODEL_CARD.md").write_text(model_card)
     return root
