@@ -9,11 +9,17 @@ everything here must run *before* ``import jittor``:
   offline. A system oneDNN (Debian's ``libdnnl-dev``) works in its place; we
   expose it where Jittor looks for its download, so nothing is fetched. Without
   oneDNN convolutions fall back to Jittor's generated kernels (~60x slower on CPU).
+* A pinned cache (``DFD_KIT_JITTOR_CACHE``, set on Binder): Jittor keys its compile
+  cache on the host name and CPU model and compiles for ``-march=native``, so a cache
+  built in an image's postBuild is never found in the session (another host name)
+  and may not run there (another CPU). With the variable set, Jittor compiles into
+  that folder for a portable x86-64 baseline, with as many compilers as memory allows.
 """
 from __future__ import annotations
 
 import glob
 import os
+import platform
 import sys
 import warnings
 
@@ -26,6 +32,14 @@ _SYSTEM_DNNL_LIBS = [
     "/usr/lib/libdnnl.so",
 ]
 _SYSTEM_DNNL_INCLUDES = ["/usr/include", "/usr/local/include"]
+
+#: Names a fixed folder for Jittor's compiled core and kernels, whatever the host (Binder sets it).
+PINNED_CACHE_ENV = "DFD_KIT_JITTOR_CACHE"
+# What Intel Haswell and AMD Zen onwards run (AVX2, FMA, F16C: Jittor's MPI wrapper needs AVX
+# and F16C, so x86-64-v2 fails to compile). gcc takes the last -march, so this beats native.
+_PORTABLE_X86_FLAGS = " -march=x86-64-v3 -mtune=generic "
+# Memory one Jittor compiler process may take at its peak (its own rule of thumb is 3 GB).
+_GB_PER_COMPILER = 1.0
 
 #: What the backend set-up found; filled in by :func:`configure`.
 info: dict = {}
@@ -72,6 +86,81 @@ def _link_system_dnnl() -> bool:
     return True
 
 
+def memory_limit_bytes() -> int | None:
+    """The tightest cgroup memory limit (v2 or v1) over this process's cgroup and its parents."""
+    limits = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        num, controllers, rel = line.split(":", 2)
+        if num == "0" and controllers == "":
+            base, name = "/sys/fs/cgroup", "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+        else:
+            continue
+        folder = os.path.normpath(base + rel)
+        while folder.startswith(base):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    text = f.read().strip()
+                if text.isdigit() and int(text) < 1 << 60:  # v1 writes "no limit" as a huge number
+                    limits.append(int(text))
+            except OSError:
+                pass
+            folder = os.path.dirname(folder)
+    return min(limits) if limits else None
+
+
+def compile_procs() -> int:
+    """How many compilers to run at once: one per core, within the memory limit if any.
+
+    Jittor sizes its pool from the machine's RAM, not the container's limit, so on a
+    2 GB Binder node with 64 GB of host RAM it would start 16 compilers and be killed.
+    """
+    procs = os.cpu_count() or 1
+    limit = memory_limit_bytes()
+    if limit is not None:
+        procs = min(procs, int(limit / 2**30 / _GB_PER_COMPILER))
+    return max(1, min(procs, 16))
+
+
+def _pin_jittor_cache(folder: str) -> str:
+    """Point Jittor's compile cache at *folder*, with portable flags. Returns the cache path."""
+    flags = os.environ.get("cc_flags", "")
+    # Child processes inherit the variable; adding the flags twice would change every compile
+    # command, and Jittor would recompile everything.
+    if platform.machine() in ("x86_64", "AMD64") and _PORTABLE_X86_FLAGS.strip() not in flags:
+        os.environ["cc_flags"] = flags + _PORTABLE_X86_FLAGS
+    import jittor_utils  # works out its host-keyed cache path on import; jittor reads it later
+    from jittor_utils import lock
+
+    keyed = jittor_utils.cache_path
+    # Keep what does change the binaries (Jittor, compiler, Python); drop host name and CPU.
+    toolchain = f"jt{jittor_utils.get_jittor_version()}-{jittor_utils.cc_type}" \
+                f"{jittor_utils.get_version(jittor_utils.cc_path)[1:-1]}-py{platform.python_version()}"
+    path = os.path.join(os.path.abspath(folder), toolchain)
+    os.makedirs(path, exist_ok=True)
+    if keyed in sys.path:
+        sys.path.remove(keyed)
+    sys.path.append(path)
+    jittor_utils.cache_path = path
+    lock_path = os.path.join(path, "jittor.lock")
+    open(lock_path, "a").close()
+    lock.jittor_lock = lock.Lock(lock_path)
+    # Jittor starts (its memory // 3 GB) compilers; tell it the memory that gives compile_procs().
+    procs = compile_procs()
+    jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
+    try:
+        os.removedirs(keyed)  # the empty host-keyed folders it just made
+    except OSError:
+        pass
+    return path
+
+
 def configure() -> dict:
     """Set Jittor's environment before it is imported. Safe to call more than once."""
     if info:
@@ -96,5 +185,7 @@ def configure() -> dict:
                           "with Jittor's slower built-in convolutions. Install it with "
                           "`sudo apt-get install libdnnl-dev` (or `make setup`) for ~60x faster CPU "
                           "convolutions.", stacklevel=3)
-    info.update(cuda=use_cuda, onednn=dnnl)
+    pinned = os.environ.get(PINNED_CACHE_ENV)
+    cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
+    info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache)
     return info
