@@ -53,8 +53,21 @@ def gpu_present() -> bool:
 
 
 def _jittor_home() -> str:
-    # Jittor keeps its cache under $JITTOR_HOME or the user's home.
-    return os.environ.get("JITTOR_HOME") or os.path.expanduser("~")
+    """Where Jittor will keep its cache: $JITTOR_HOME, else the home Jittor remembered in
+    ~/.cache/jittor/config.json (it writes one there whenever it runs with $JITTOR_HOME
+    set, and uses it from then on), else the user's home."""
+    if os.environ.get("JITTOR_HOME"):
+        return os.environ["JITTOR_HOME"]
+    try:
+        import json
+
+        with open(os.path.join(os.path.expanduser("~"), ".cache", "jittor", "config.json")) as f:
+            remembered = json.load(f).get("JITTOR_HOME")
+        if remembered:
+            return remembered
+    except (OSError, ValueError, AttributeError):
+        pass
+    return os.path.expanduser("~")
 
 
 def _find_system_dnnl():
