@@ -1,6 +1,5 @@
 # dfd_kit -- everything a fresh Debian/Ubuntu machine needs, then the main job or the tests.
-#   make demo   set up, then run the generator on the example sketches (see README: until the
-#               demo model is trained, this uses the official-layout STAND-IN weights)
+#   make demo   set up, then turn the example sketches into faces with the bundled demo model
 #   make test   set up, then run the whole test suite (unit, parity, notebooks, browser)
 PYTHON ?= python3
 VENV   := .venv
@@ -26,15 +25,12 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	@touch $@
 
-STANDIN := .cache/standin_params
-
+# The main job: the bundled demo model (Params/demo, trained on facesjs cartoon faces) turns
+# the example sketches into faces. Nothing is downloaded.
 demo: setup
-	@echo "NOTE: the bundled demo model is not trained yet; this runs the full official pipeline on the"
-	@echo "      parity fixture's sketches with deterministic STAND-IN weights (random, official layout),"
-	@echo "      so the 'faces' are noise patterns. With real weights in Params/: --params official."
-	$(PY) -m dfd_kit standin-params $(STANDIN)
-	$(PY) -m dfd_kit generate tests/fixtures/official_parity/inputs --params $(STANDIN) --out $(OUT) --shadows
-	@echo "Images written to $(OUT)/"
+	$(PY) -m dfd_kit generate examples/sketches/*_male.png --sex male --out $(OUT) --shadows
+	$(PY) -m dfd_kit generate examples/sketches/*_female.png --sex female --out $(OUT) --shadows
+	@echo "Faces written to $(OUT)/ (the demo model draws cartoon faces; see Params/demo/MODEL_CARD.md)"
 
 test: setup
 	$(PY) scripts/warmup.py

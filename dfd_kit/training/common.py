@@ -504,6 +504,12 @@ def plot_losses(history: List[dict], path, title: str = "") -> Optional[Path]:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path) -> Path:
+    """Write atomically: a figure being watched (or a run killed mid-write) never shows a
+    half-written PNG."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -535,13 +541,7 @@ def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str
                 ax.set_ylabel(row_titles[i], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def to_uint8(x: np.ndarray, rgb: bool = False) -> np.ndarray:
