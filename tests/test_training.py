@@ -335,6 +335,11 @@ def test_exported_model_loads_and_generates(trained_stage1, data_dir, data, tmp_
     res = model.generate(data.sketches[1], sex="female", shadows=True)
     assert res.image.shape == (64, 64, 3) and res.image.dtype == np.uint8
     assert len(model.banks["female"]["nose"]) == int((data.sexes == "female").sum())
+    # banks too are stored as float16 (config.json says so) and read back as float32
+    assert json.loads((params / "config.json").read_text())["bank_dtype"] == "float16"
+    banks = tr()[2].load_banks(out).banks
+    np.testing.assert_array_equal(model.banks["female"]["nose"],
+                                  banks["female"]["nose"].astype(np.float16).astype(np.float32))
     # float16 storage, widened back on load
     fdec = stage2.load_stage2(out)[0]
     w = fdec["mouth"].from_latent.weight.numpy()
