@@ -468,3 +468,20 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert update_model_card(card, r)
     text = card.read_text()
     assert "old" not in text and "| ratio | 0.000 | <= 0.5 | yes |" in text and text.endswith("after\n")
+
+
+def test_train_command_runs_both_stages_and_exports_a_loadable_model(data_dir, tmp_path, capsys):
+    # The command a CelebAMask-HQ user runs (under mpirun for several processes).
+    from dfd_kit.pipeline import load_model
+    from dfd_kit.training.__main__ import main
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(TINY.to_json())
+    rc = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--config", str(cfg),
+               "--steps-stage1", "2", "--steps-stage2", "2", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage1"]["steps"] == 2 and summary["stage2"]["steps"] == 2
+    model = load_model(tmp_path / "run" / "params")
+    assert model.config == TINY
+    assert model.generate(np.full((64, 64), 255, np.uint8), shadows=False).image.shape == (64, 64, 3)

@@ -1,11 +1,17 @@
-"""Command line: ``python -m dfd_kit.training demo|export|quality ...``.
+"""Command line: ``python -m dfd_kit.training demo|train|export|quality ...``.
 
 ``demo`` is the kit's recipe for its bundled demo model: facesjs cartoon faces (built
 on first use), the DEMO config, stage 1, feature banks, stage 2, export, quality
-measurements -- each stage time-budgeted so the whole run takes about two hours on two
+measurements -- each stage time-budgeted so the whole run takes about 90 minutes on two
 CPU cores::
 
     python -m dfd_kit.training demo --out runs/demo --params Params/demo
+
+``train`` runs both stages on your own data set, e.g. CelebAMask-HQ photos prepared by
+``build_photo_dataset`` for the official 512 layout, data-parallel under mpirun::
+
+    mpirun -np 4 python -m dfd_kit.training train --data data/celeba --out runs/celeba \\
+        --config official --steps-stage1 20000 --steps-stage2 100000 --batch-size 4
 
 ``quality`` measures a trained model on held-out faces (:mod:`.quality`); ``export``
 writes a run folder as a Params folder.
@@ -40,58 +46,48 @@ def ensure_facesjs_data(data_dir, n: int, seed: int, layout, progress: bool = Tr
     return data_dir
 
 
-def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: float = DEMO_MINUTES_STAGE1,
-               minutes_stage2: float = DEMO_MINUTES_STAGE2, n_faces: int = DEMO_FACES, seed: int = 0,
-               batch_size: int = 4, params_dir=None, heldout_dir="data/facesjs_heldout",
-               threads: Optional[int] = None, progress: bool = True, steps_stage1: int = 1_000_000,
-               steps_stage2: int = 1_000_000, measure: bool = True) -> dict:
-    """The demo recipe. Returns a summary dict (also written to ``out_dir/summary.json``).
+def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
+          minutes_stage2: Optional[float] = None, steps_stage1: int = 1_000_000, steps_stage2: int = 1_000_000,
+          batch_size: int = 4, seed: int = 0, params_dir=None, threads: Optional[int] = None,
+          progress: bool = True) -> dict:
+    """Both stages on any prepared data set (``build_photo_dataset`` or
+    ``build_facesjs_dataset``), then export. Returns a summary dict, also written to
+    ``out_dir/summary.json``.
 
-    1. data: ``n_faces`` facesjs faces (seed ``seed``) in ``data_dir`` and the held-out
-       faces (:data:`~dfd_kit.training.quality.HELDOUT_FACES` from their own seed, never
-       trained on) in ``heldout_dir``, each built only if missing;
-    2. stage 1 for ``minutes_stage1`` minutes (or ``steps_stage1`` steps);
-    3. feature banks from every training sketch;
-    4. stage 2 for ``minutes_stage2`` minutes (or ``steps_stage2`` steps);
-    5. export to ``params_dir`` (default ``<out_dir>/params``; float16) with a model card;
-    6. with ``measure``, the quality measurements on the held-out faces, whose figures,
-       quality.json and metrics table go into ``params_dir`` (see :mod:`.quality`).
+    1. stage 1 until ``steps_stage1`` steps or ``minutes_stage1`` minutes;
+    2. the feature banks from every training sketch;
+    3. stage 2 until ``steps_stage2`` steps or ``minutes_stage2`` minutes;
+    4. export to ``params_dir`` (default ``<out_dir>/params``; float16).
+
+    Run it again after an interruption: finished stages are skipped and the interrupted
+    one resumes from its checkpoint. Under ``mpirun -np N`` every stage trains
+    data-parallel: each process takes its share of every batch, gradients (and batch
+    norm statistics) are averaged, and process 0 alone writes checkpoints, figures and
+    the export; ``batch_size`` is per process.
     """
-    from ..config import DEMO
     from . import common
     from .banks import build_banks
-    from .quality import HELDOUT_FACES, HELDOUT_SEED
     from .stage1 import train_stage1
     from .stage2 import export_model, train_stage2
 
     common.exit_on_error_in_mpi()
     t_start = time.time()
-    data_dir, out_dir, heldout_dir = Path(data_dir), Path(out_dir), Path(heldout_dir)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
     params_dir = Path(params_dir) if params_dir else out_dir / "params"
     in_mpi = common.mpi_world() > 1
-    if in_mpi:
-        missing = [d for d in (data_dir, heldout_dir) if not (d / "samples.csv").exists()]
-        if missing:
-            raise SystemExit(f"build the data first, without mpirun: {', '.join(map(str, missing))} "
-                             "(python -m dfd_kit.data.facesjs --out DIR --n N --seed S)")
-    else:
-        ensure_facesjs_data(data_dir, n_faces, seed, DEMO.layout, progress)
-        ensure_facesjs_data(heldout_dir, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
-
-    data = common.TrainingData(data_dir, DEMO.layout, photos=True, progress=progress)
+    data = common.TrainingData(data_dir, config.layout, photos=True, progress=progress)
     run = dict(batch_size=batch_size, seed=seed, threads=threads, progress=progress, checkpoint_every=500,
                checkpoint_minutes=5.0, figure_every=250)
     cfg1 = common.Stage1Config(steps=steps_stage1, minutes=minutes_stage1, lr=5e-4, augment_prob=0.25, **run)
     cfg2 = common.Stage2Config(steps=steps_stage2, minutes=minutes_stage2, **run)
 
-    r1 = train_stage1(data_dir, out_dir, DEMO, cfg1, data=data)
+    r1 = train_stage1(data_dir, out_dir, config, cfg1, data=data)
     if not (out_dir / "banks.npz").exists() or r1.stopped_by:
         build_banks(out_dir, data=None if in_mpi else data, data_dir=data_dir, progress=progress,
                     encoders=r1.nets["encoders"])
-    r2 = train_stage2(data_dir, out_dir, DEMO, cfg2, data=data)
-    summary = {"data": str(data_dir), "n_faces": len(data), "seed": seed, "heldout": str(heldout_dir),
-               "out": str(out_dir), "params": str(params_dir),
-               "processes": common.mpi_world(), "batch_size_per_process": batch_size,
+    r2 = train_stage2(data_dir, out_dir, config, cfg2, data=data)
+    summary = {"data": str(data_dir), "n_faces": len(data), "seed": seed, "out": str(out_dir),
+               "params": str(params_dir), "processes": common.mpi_world(), "batch_size_per_process": batch_size,
                "stage1": {"steps": r1.step, "minutes": round(r1.elapsed_s / 60, 2),
                           "sec_per_step": round(r1.seconds_per_step, 3)},
                "stage2": {"steps": r2.step, "minutes": round(r2.elapsed_s / 60, 2),
@@ -101,6 +97,44 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: float = 
         summary["wall_minutes"] = round((time.time() - t_start) / 60, 2)
         summary["machine"] = machine_description()
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    common.barrier()
+    return summary
+
+
+def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: float = DEMO_MINUTES_STAGE1,
+               minutes_stage2: float = DEMO_MINUTES_STAGE2, n_faces: int = DEMO_FACES, seed: int = 0,
+               batch_size: int = 4, params_dir=None, heldout_dir="data/facesjs_heldout",
+               threads: Optional[int] = None, progress: bool = True, steps_stage1: int = 1_000_000,
+               steps_stage2: int = 1_000_000, measure: bool = True) -> dict:
+    """The demo recipe: :func:`train` on facesjs faces with the DEMO config, then a model
+    card and the held-out measurements. Returns the summary dict.
+
+    1. data: ``n_faces`` facesjs faces (seed ``seed``) in ``data_dir`` and the held-out
+       faces (:data:`~dfd_kit.training.quality.HELDOUT_FACES` from their own seed, never
+       trained on) in ``heldout_dir``, each built only if missing;
+    2. :func:`train` with time budgets of ``minutes_stage1`` and ``minutes_stage2``;
+    3. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
+       the held-out faces, whose figures, quality.json and metrics table go there too
+       (see :mod:`.quality`).
+    """
+    from ..config import DEMO
+    from . import common
+    from .quality import HELDOUT_FACES, HELDOUT_SEED
+
+    data_dir, heldout_dir = Path(data_dir), Path(heldout_dir)
+    if common.mpi_world() > 1:
+        missing = [d for d in (data_dir, heldout_dir) if not (d / "samples.csv").exists()]
+        if missing:
+            raise SystemExit(f"build the data first, without mpirun: {', '.join(map(str, missing))} "
+                             "(python -m dfd_kit.data.facesjs --out DIR --n N --seed S)")
+    else:
+        ensure_facesjs_data(data_dir, n_faces, seed, DEMO.layout, progress)
+        ensure_facesjs_data(heldout_dir, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
+    summary = train(data_dir, out_dir, DEMO, minutes_stage1, minutes_stage2, steps_stage1, steps_stage2,
+                    batch_size, seed, params_dir, threads, progress)
+    summary["heldout"] = str(heldout_dir)
+    if common.is_main():
+        params_dir = Path(summary["params"])
         write_model_card(params_dir, summary)
         if measure:
             run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
@@ -203,6 +237,15 @@ reproduce these counts exactly. To measure again:
     return path
 
 
+def _config(name: str):
+    """'official', 'demo' or a config.json path -> ModelConfig."""
+    from ..config import DEMO, OFFICIAL, ModelConfig
+
+    if name in ("official", "demo"):
+        return OFFICIAL if name == "official" else DEMO
+    return ModelConfig.from_dict(json.loads(Path(name).read_text()))
+
+
 def run_quality(a) -> int:
     """The ``quality`` subcommand: see :mod:`dfd_kit.training.quality`."""
     from ..config import DEMO
@@ -242,6 +285,21 @@ def main(argv=None) -> int:
     d.add_argument("--threads", type=int, default=None,
                    help="OpenMP threads (default: all cores; 1 is faster on a machine busy with other work)")
     d.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("train", help="both stages on your own data set (e.g. from build_photo_dataset), then "
+                                     "export; under mpirun -np N data-parallel")
+    t.add_argument("--data", required=True, help="data set folder (samples.csv, sketch/, photo/)")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, figures, banks); resumed if present")
+    t.add_argument("--config", default="official",
+                   help="'official' (512 x 512, the paper's sizes), 'demo' (256 x 256, narrow) or a config.json")
+    t.add_argument("--steps-stage1", type=int, required=True)
+    t.add_argument("--steps-stage2", type=int, required=True)
+    t.add_argument("--minutes-stage1", type=float, default=None, help="optional time budget")
+    t.add_argument("--minutes-stage2", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=4, help="per process")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--params", default=None, help="export folder (default: <out>/params)")
+    t.add_argument("--threads", type=int, default=None, help="OpenMP threads per process")
+    t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("export", help="write a run folder's trained model as a Params folder")
     e.add_argument("--out", required=True, help="run folder")
     e.add_argument("--params", required=True, help="Params folder to write")
@@ -257,6 +315,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "quality":
         return run_quality(a)
+    if a.cmd == "train":
+        s = train(a.data, a.out, _config(a.config), a.minutes_stage1, a.minutes_stage2, a.steps_stage1,
+                  a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress)
+        from .common import is_main
+
+        if is_main():
+            print(json.dumps(s, indent=2))
+        return 0
     if a.cmd == "demo":
         s = train_demo(a.data, a.out, a.minutes_stage1, a.minutes_stage2, a.n_faces, a.seed, a.batch_size, a.params,
                        a.heldout, a.threads, not a.no_progress, a.steps_stage1, a.steps_stage2, not a.no_quality)
