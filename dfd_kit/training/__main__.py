@@ -196,7 +196,7 @@ not photos: for photographs use the official weights (`python -m dfd_kit downloa
 | stage 2: feature decoders + generator (conditional GAN) | {s2['steps']} | {s2['minutes']} | {s2['sec_per_step']} |
 
 Wall time {summary['wall_minutes']} minutes (including data loading and bank building) on
-{summary['machine']}. Weights stored as float16, banks float32.
+{summary['machine']}. Weights and feature banks stored as float16.
 
 ## Reproduce
 

@@ -140,15 +140,24 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
                                                                      for k, v in per.items()})
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
-        report.figures["heldout"] = str(save_image_grid(
+        report.figures["heldout"] = _compact_png(save_image_grid(
             clean_rows, figures_dir / "heldout.png", ["held-out sketch", "generated", "photo"],
             title=f"held-out faces (MAE {m['generated']:.1f} vs mean face {m['mean_face']:.1f})", cell=2.0))
-        report.figures["projection"] = str(save_image_grid(
+        report.figures["projection"] = _compact_png(save_image_grid(
             degraded_rows, figures_dir / "projection.png",
             ["degraded sketch", "no projection (w=0)", "projection (w=1)", "photo"],
             title=f"projection repairs rough sketches: closer to the photo for "
                   f"{100 * report.projection_win_rate:.0f}% of {len(samples)} faces", cell=2.0))
     return report
+
+
+def _compact_png(path) -> str:
+    """Re-save a figure with a 256-colour palette: a third of the size, which matters for
+    figures committed next to a model that must stay small."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+    return str(path)
 
 
 def write_report(report: QualityReport, path) -> Path:
