@@ -262,6 +262,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--no-demo", action="store_true", help="skip the demo-size model")
+    ap.add_argument("--no-full", action="store_true", help="skip the full-size model (the demo model alone)")
     args = ap.parse_args(argv)
 
     import jittor as jt
@@ -284,9 +285,10 @@ def main(argv=None) -> int:
         results.append(bench_model(name, model, sketch, args.repeats))
         print_report(results[-1])
         del model
-    model, name = full_size_model(args.params)
-    results.append(bench_model(name, model, sketch, args.repeats))
-    print_report(results[-1])
+    if not args.no_full:
+        model, name = full_size_model(args.params)
+        results.append(bench_model(name, model, sketch, args.repeats))
+        print_report(results[-1])
 
     info["load_avg_end"] = os.getloadavg()
     print(f"\nload average at the end: {info['load_avg_end'][0]:.1f} (figures are noisy when it exceeds {os.cpu_count()})")
