@@ -25,8 +25,6 @@ from .synthesis import Generator, to_uint8_image
 
 DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
 
-#: Sketch decoding batches are cut so that one full-resolution activation stays near this.
-DECODE_BATCH_BYTES = 64 << 20
 #: Memory a shadow pass needs besides the sketch decoders' weights, with a margin: at full
 #: size shadows raised the peak by 0.3 GB in all (bench/bench_memory.py).
 SHADOW_WORKSPACE_BYTES = 512 << 20
@@ -133,15 +131,16 @@ class DeepFaceDrawing:
         return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
 
     def decode_neighbours(self, component: str, rows: np.ndarray) -> np.ndarray:
-        """Bank rows (N, D) -> decoded sketches (N, S, S), in batches whose full-resolution
-        activations stay near DECODE_BATCH_BYTES (the remainder decoder's are 33 MB a row)."""
+        """Bank rows (N, D) -> decoded sketches (N, S, S), one row at a time: how many rows a
+        shadow needs depends on K and the weights, and every new batch shape would make Jittor
+        compile new kernels (minutes in a fresh notebook kernel); one row also keeps the
+        activations small (the official remainder decoder's are 33 MB a row), and oneDNN's
+        narrow convolutions are no faster per row in a batch."""
         rows = np.asarray(rows, np.float32)
         size = self.layout.crop_size(component)
-        per_row = 4 * size * size * self.config.nets.decoder_channels[-1]
-        batch = max(1, DECODE_BATCH_BYTES // per_row)
         decoder = self.sketch_decoders[component]
         with jt.no_grad():
-            parts = [decoder(jt.array(rows[i:i + batch])).numpy()[:, 0] for i in range(0, len(rows), batch)]
+            parts = [decoder(jt.array(rows[i:i + 1])).numpy()[:, 0] for i in range(len(rows))]
         return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
 
     def shadow(self, component: str, projection: Projection, sex: str) -> np.ndarray:
