@@ -99,33 +99,49 @@ def _link_system_dnnl() -> bool:
     return True
 
 
-def memory_limit_bytes() -> int | None:
-    """The tightest cgroup memory limit (v2 or v1) over this process's cgroup and its parents."""
-    limits = []
+def _cgroup_memory_levels():
+    """(limit, usage) in bytes for each memory-limited cgroup (v2 or v1) that holds this
+    process: its own cgroup and every parent."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return
     for line in lines:
         num, controllers, rel = line.split(":", 2)
         if num == "0" and controllers == "":
-            base, name = "/sys/fs/cgroup", "memory.max"
+            base, limit_name, usage_name = "/sys/fs/cgroup", "memory.max", "memory.current"
         elif "memory" in controllers.split(","):
-            base, name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+            base, limit_name, usage_name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
         else:
             continue
         folder = os.path.normpath(base + rel)
         while folder.startswith(base):
             try:
-                with open(os.path.join(folder, name)) as f:
+                with open(os.path.join(folder, limit_name)) as f:
                     text = f.read().strip()
                 if text.isdigit() and int(text) < 1 << 60:  # v1 writes "no limit" as a huge number
-                    limits.append(int(text))
+                    try:
+                        with open(os.path.join(folder, usage_name)) as f:
+                            usage = int(f.read().strip())
+                    except (OSError, ValueError):
+                        usage = 0
+                    yield int(text), usage
             except OSError:
                 pass
             folder = os.path.dirname(folder)
+
+
+def memory_limit_bytes() -> int | None:
+    """The tightest cgroup memory limit (v2 or v1) over this process's cgroup and its parents."""
+    limits = [limit for limit, _ in _cgroup_memory_levels()]
     return min(limits) if limits else None
+
+
+def memory_headroom_bytes() -> int | None:
+    """What the tightest of those cgroups still allows (limit minus usage); None if unlimited."""
+    room = [limit - usage for limit, usage in _cgroup_memory_levels()]
+    return min(room) if room else None
 
 
 def compile_procs() -> int:

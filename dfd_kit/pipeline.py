@@ -13,6 +13,7 @@ import jittor as jt
 import numpy as np
 
 from . import components as comp
+from .backend import memory_headroom_bytes
 from .config import COMPONENTS, PARTS, ModelConfig
 from .embedding import ComponentEncoder, LatentDecoder, crop_to_input, sketch_decoder
 from .errors import ConfigError
@@ -293,13 +294,9 @@ def available_memory() -> int:
                 free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            cap = int(Path(limit).read_text()) - int(Path(used).read_text())
-        except (OSError, ValueError):   # no such cgroup, or "max"
-            continue
-        free = cap if free is None else min(free, cap)
+    room = memory_headroom_bytes()
+    if room is not None:
+        free = room if free is None else min(free, room)
     return free if free is not None else 1 << 62
 
 
