@@ -57,6 +57,45 @@ class LatentDecoder(nn.Module):
         h = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
         return self.to_output(self.pad(self.stages(self.res_in(h))))
 
+    def weighted_sum(self, z: jt.Var, weights: np.ndarray) -> jt.Var:
+        """sum_i weights[i] * self(z[i]) -> (1, out_channels, S, S), for inference with
+        running-statistics norms (the sketch decoders: a shadow is such a sum).
+
+        Everything after the last ReLU -- the last residual block's second conv and norm, its
+        skip connection (the last upsampling of the stage before), the padding and the output
+        conv -- is affine, and an affine map commutes with a weighted mean:
+        sum_i w_i T(u_i) = W * T(sum_i w_i u_i / W) with W = sum_i w_i. So each row runs only
+        up to that ReLU, and the tail runs once on the weighted means: at full size that
+        skips a quarter of every row's work, the 512 x 512 conv and the few-channel output
+        conv among it. The big linear layer reads its weight once for all rows. Rows go one
+        at a time (one batch shape, so Jittor compiles nothing new for another K; small
+        activations).
+        """
+        last = self.stages[-1]
+        assert not self.is_training() and last.resample_first, "inference with running statistics only"
+        assert all(n.stats == "running" for n in (last.res.norm1, last.res.norm2)), \
+            "the tail is affine only with running-statistics norms"
+        w = np.asarray(weights, np.float64)
+        total = float(w.sum())
+        if len(w) == 0 or total == 0.0:
+            size = self.start << len(self.stages)
+            return jt.zeros((1, self.to_output.out_channels, size, size))
+        seeds = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
+        seeds.sync()
+        r, mean_before, mean_h = last.res, None, None
+        for i in range(len(w)):
+            before = self.res_in(seeds[i:i + 1])
+            for stage in self.stages[:-1]:
+                before = stage(before)
+            h = nn.relu(r.norm1(r.conv1(r.pad(last.resample(before)))))
+            share = jt.array(np.float32([w[i] / total]))   # a Var, not a constant baked into kernels
+            # the skip path is affine in the previous stage's output (4x fewer pixels to sum)
+            mean_before = before * share if mean_before is None else mean_before + before * share
+            mean_h = h * share if mean_h is None else mean_h + h * share
+            jt.sync([mean_before, mean_h])   # free this row's activations before the next
+        tail = last.resample(mean_before) + r.norm2(r.conv2(r.pad(mean_h)))
+        return self.to_output(self.pad(tail)) * total
+
 
 def sketch_decoder(size: int, channels: Sequence[int], latent_dim: int) -> LatentDecoder:
     """The auto-encoder's image decoder: latent -> 1-channel sketch in about [-1, 1]."""

@@ -226,6 +226,14 @@ def blend_shadow(decoded: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Decoded neighbour sketches (K, S, S) in about [-1, 1] (dark = -1) and their weights
     -> uint8 (S, S) shadow: white paper darkened by each neighbour's ink."""
     w = shadow_weights(weights)
-    ink = (1.0 - decoded.astype(np.float64)) / 2.0          # 0 = paper, 1 = full ink
-    acc = np.tensordot(w, ink, axes=1)
+    return shadow_from_sum(np.tensordot(w, decoded.astype(np.float64), axes=1), float(w.sum()))
+
+
+def shadow_from_sum(weighted_sum: np.ndarray, total_weight: float) -> np.ndarray:
+    """The same shadow from sum_i w_i * decoded_i and sum_i w_i (w: :func:`shadow_weights`).
+    Each neighbour's ink is (1 - decoded) / 2 (0 = paper, 1 = full ink), so the summed ink
+    is (total_weight - weighted_sum) / 2: the blend needs only the weighted sum of the
+    decoded sketches, which :meth:`~dfd_kit.embedding.LatentDecoder.weighted_sum` computes
+    without decoding each neighbour in full."""
+    acc = (total_weight - np.asarray(weighted_sum, np.float64)) / 2.0
     return np.clip((1.0 - acc) * 255.0, 0, 255).astype(np.uint8)

@@ -2,8 +2,8 @@
 
 ``demo`` is the kit's recipe for its bundled demo model: facesjs cartoon faces (built
 on first use), the DEMO config, stage 1, feature banks, stage 2, export, quality
-measurements -- each stage time-budgeted so the whole run takes about 90 minutes on two
-CPU cores::
+measurements -- a fixed number of steps per stage (so the result does not depend on the
+machine's speed), about 70 minutes on two CPU cores::
 
     python -m dfd_kit.training demo --out runs/demo --params Params/demo
 
@@ -32,8 +32,8 @@ from typing import Optional
 #: The recipe's defaults: those of the shipped demo model (Params/demo/MODEL_CARD.md).
 DEMO_DATA = "data/facesjs_train"
 DEMO_FACES = 3000
-DEMO_MINUTES_STAGE1 = 22.0
-DEMO_MINUTES_STAGE2 = 60.0
+DEMO_STEPS_STAGE1 = 700
+DEMO_STEPS_STAGE2 = 900
 
 
 def ensure_facesjs_data(data_dir, n: int, seed: int, layout, progress: bool = True) -> Path:
@@ -78,7 +78,7 @@ def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
     data = common.TrainingData(data_dir, config.layout, photos=True, progress=progress)
     run = dict(batch_size=batch_size, seed=seed, threads=threads, progress=progress, checkpoint_every=500,
                checkpoint_minutes=5.0, figure_every=250)
-    cfg1 = common.Stage1Config(steps=steps_stage1, minutes=minutes_stage1, lr=5e-4, augment_prob=0.25, **run)
+    cfg1 = common.Stage1Config(steps=steps_stage1, minutes=minutes_stage1, lr=5e-4, **run)
     cfg2 = common.Stage2Config(steps=steps_stage2, minutes=minutes_stage2, **run)
 
     r1 = train_stage1(data_dir, out_dir, config, cfg1, data=data)
@@ -101,18 +101,19 @@ def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
     return summary
 
 
-def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: float = DEMO_MINUTES_STAGE1,
-               minutes_stage2: float = DEMO_MINUTES_STAGE2, n_faces: int = DEMO_FACES, seed: int = 0,
+def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional[float] = None,
+               minutes_stage2: Optional[float] = None, n_faces: int = DEMO_FACES, seed: int = 0,
                batch_size: int = 4, params_dir=None, heldout_dir="data/facesjs_heldout",
-               threads: Optional[int] = None, progress: bool = True, steps_stage1: int = 1_000_000,
-               steps_stage2: int = 1_000_000, measure: bool = True) -> dict:
+               threads: Optional[int] = None, progress: bool = True, steps_stage1: int = DEMO_STEPS_STAGE1,
+               steps_stage2: int = DEMO_STEPS_STAGE2, measure: bool = True) -> dict:
     """The demo recipe: :func:`train` on facesjs faces with the DEMO config, then a model
     card and the held-out measurements. Returns the summary dict.
 
     1. data: ``n_faces`` facesjs faces (seed ``seed``) in ``data_dir`` and the held-out
        faces (:data:`~dfd_kit.training.quality.HELDOUT_FACES` from their own seed, never
        trained on) in ``heldout_dir``, each built only if missing;
-    2. :func:`train` with time budgets of ``minutes_stage1`` and ``minutes_stage2``;
+    2. :func:`train` for ``steps_stage1`` and ``steps_stage2`` steps (``minutes_*``: optional
+       time budgets on top);
     3. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
        the held-out faces, whose figures, quality.json and metrics table go there too
        (see :mod:`.quality`).
@@ -184,7 +185,8 @@ not photos: for photographs use the official weights (`python -m dfd_kit downloa
 - Training: {summary['n_faces']} synthetic faces from the `facesjs` npm package (version pinned
   in `package.json`), seed {summary['seed']}, rendered with cairosvg and aligned to the demo
   layout; the sketch is the line drawing of the same face (`dfd_kit.data.facesjs`).
-  Stage 1 also sees freehand-style degraded sketches (`augment_sketch`, probability 0.25).
+  Stage 1 learns clean sketches only (as in the paper: rough drawings are left to manifold
+  projection); stage 2 sees projected latents for half of its samples.
 - Held-out: {HELDOUT_FACES} faces from seed {HELDOUT_SEED}, never trained on.
 - Sex: facesjs's own male/female generator; one feature bank per sex, every training sketch.
 
@@ -205,11 +207,9 @@ make setup     # the README's set-up: Python packages, Jittor, oneDNN, Node, fac
 .venv/bin/python -m dfd_kit.training demo --out runs/demo --params Params/demo
 ```
 
-This builds both data sets when missing, trains both stages within their time budgets
-(run it again after an interruption: it resumes from the checkpoints), exports here and
-measures. The time budgets make the step counts depend on the machine's speed; pass
-`--steps-stage1 {s1['steps']} --steps-stage2 {s2['steps']}` (and generous minutes) to
-reproduce these counts exactly. To measure again:
+This builds both data sets when missing, trains stage 1 for {s1['steps']} steps and stage 2
+for {s2['steps']} (the recipe's defaults; run it again after an interruption: it resumes from
+the checkpoints), exports here and measures. To measure again:
 
 ```bash
 .venv/bin/python -m dfd_kit.training quality --params Params/demo
@@ -272,10 +272,10 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="the demo recipe: facesjs data, DEMO config, time-budgeted stages, export")
     d.add_argument("--data", default=DEMO_DATA, help="training set folder (built here if missing)")
     d.add_argument("--out", default="runs/demo", help="run folder (checkpoints, figures, banks); resumed if present")
-    d.add_argument("--minutes-stage1", type=float, default=DEMO_MINUTES_STAGE1)
-    d.add_argument("--minutes-stage2", type=float, default=DEMO_MINUTES_STAGE2)
-    d.add_argument("--steps-stage1", type=int, default=1_000_000, help="step limit (the time limit usually ends it)")
-    d.add_argument("--steps-stage2", type=int, default=1_000_000)
+    d.add_argument("--steps-stage1", type=int, default=DEMO_STEPS_STAGE1)
+    d.add_argument("--steps-stage2", type=int, default=DEMO_STEPS_STAGE2)
+    d.add_argument("--minutes-stage1", type=float, default=None, help="optional time budget (default: none)")
+    d.add_argument("--minutes-stage2", type=float, default=None)
     d.add_argument("--n-faces", type=int, default=DEMO_FACES, help="faces to build when --data is missing")
     d.add_argument("--heldout", default="data/facesjs_heldout", help="held-out set folder (built here if missing)")
     d.add_argument("--no-quality", action="store_true", help="skip the held-out measurements after export")
