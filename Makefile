@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
 
-.PHONY: setup system venv node demo test bench clean
+.PHONY: setup system venv node fixtures demo test bench clean
 
 setup: system venv node
 
@@ -32,7 +32,11 @@ demo: setup
 	$(PY) -m dfd_kit generate examples/sketches/*_female.png --sex female --out $(OUT) --shadows
 	@echo "Faces written to $(OUT)/ (the demo model draws cartoon faces; see Params/demo/MODEL_CARD.md)"
 
-test: setup
+# The parity tests' recorded official outputs come from the shared parity fixture (not in git).
+fixtures:
+	@bash scripts/parity_fixtures.sh
+
+test: setup fixtures
 	$(PY) scripts/warmup.py
 	$(PY) -m pytest -q
 
