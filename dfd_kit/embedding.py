@@ -13,7 +13,7 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from .layers import Down, ResnetBlock, Stage, Up
+from .layers import Down, ReflectPad, ResnetBlock, Stage, Up
 
 
 class ComponentEncoder(nn.Module):
@@ -50,7 +50,7 @@ class LatentDecoder(nn.Module):
         self.stages = nn.Sequential(*[Stage(Up(channels[i], channels[i + 1], stats),
                                             ResnetBlock(channels[i + 1], stats), True)
                                       for i in range(len(channels) - 1)])
-        self.pad = nn.ReflectionPad2d(2)
+        self.pad = ReflectPad(2)
         self.to_output = nn.Conv2d(channels[-1], out_channels, 5)
 
     def execute(self, z):
@@ -87,13 +87,13 @@ class LatentDecoder(nn.Module):
             before = self.res_in(seeds[i:i + 1])
             for stage in self.stages[:-1]:
                 before = stage(before)
-            h = nn.relu(r.norm1(r.conv1(r.pad(last.resample(before)))))
+            h = r.norm1.fused(r.conv1(r.pad(last.resample(before))), relu=True)
             share = jt.array(np.float32([w[i] / total]))   # a Var, not a constant baked into kernels
             # the skip path is affine in the previous stage's output (4x fewer pixels to sum)
             mean_before = before * share if mean_before is None else mean_before + before * share
             mean_h = h * share if mean_h is None else mean_h + h * share
             jt.sync([mean_before, mean_h])   # free this row's activations before the next
-        tail = last.resample(mean_before) + r.norm2(r.conv2(r.pad(mean_h)))
+        tail = r.norm2.fused(r.conv2(r.pad(mean_h)), residual=last.resample(mean_before))
         return self.to_output(self.pad(tail)) * total
 
 

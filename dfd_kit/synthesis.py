@@ -5,7 +5,7 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from .layers import Norm2d, ResnetBlock
+from .layers import Norm2d, ReflectPad, ResnetBlock
 
 
 class ConvNormReLU(nn.Module):
@@ -13,7 +13,7 @@ class ConvNormReLU(nn.Module):
         self.conv, self.norm = conv, Norm2d(channels, "sample", track_running=False)
 
     def execute(self, x):
-        return nn.relu(self.norm(self.conv(x)))
+        return self.norm.fused(self.conv(x), relu=True)
 
 
 class Generator(nn.Module):
@@ -26,7 +26,7 @@ class Generator(nn.Module):
     """
 
     def __init__(self, in_channels: int, ngf: int, n_downsample: int, n_blocks: int):
-        self.pad3 = nn.ReflectionPad2d(3)
+        self.pad3 = ReflectPad(3)
         self.stem = ConvNormReLU(nn.Conv2d(in_channels, ngf, 7), ngf)
         w = [ngf * 2 ** i for i in range(n_downsample + 1)]
         self.down = nn.Sequential(*[ConvNormReLU(nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1), w[i + 1])

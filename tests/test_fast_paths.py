@@ -3,7 +3,10 @@
 * shadows: a sketch decoder's weighted sum over neighbours runs each neighbour only up to
   its last ReLU and the affine tail once (LatentDecoder.weighted_sum);
 * memory: glibc keeps freed large buffers for reuse (dfd_kit.backend), so a convolution's
-  working copies are not zero-filled by the kernel on every call.
+  working copies are not zero-filled by the kernel on every call;
+* fused kernels (dfd_kit.fused): at inference on the CPU, norm statistics, normalisation,
+  residual, ReLU and reflection padding run as multi-threaded one-pass kernels; with
+  gradients on they are Jittor's own ops, and both give the same numbers.
 """
 from __future__ import annotations
 
@@ -98,3 +101,110 @@ def test_freed_large_buffers_are_reused_without_page_faults():
     again = [faults_to_fill() for _ in range(3)]
     # 48 MB is 12288 pages of 4 KB (or 24 huge pages); reused memory faults on none of them
     assert min(again) <= max(2, first // 10), (first, again)
+
+
+# --------------------------------------------------------------------------- fused kernels
+
+def _grad_mode_and_inference(fn):
+    """fn() computed with gradients on (Jittor's ops) and under no_grad (the fused kernels)."""
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    assert not fused.enabled()
+    plain = fn().numpy()
+    with jt.no_grad():
+        assert fused.enabled()
+        fast = fn().numpy()
+    return plain, fast
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_fused_reflect_pad_is_reflection_padding(p):
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    x = jt.array(np.random.default_rng(p).standard_normal((2, 3, 7, 9)).astype(np.float32))
+    plain, fast = _grad_mode_and_inference(lambda: fused.reflect_pad(x, p))
+    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+    np.testing.assert_array_equal(plain, ref)
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_fused_moments_match_the_two_pass_statistics():
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    a = np.random.default_rng(0).normal(3.0, 2.0, (2, 5, 33, 17)).astype(np.float32)
+    x = jt.array(a)
+    with jt.no_grad():
+        mean, var = (v.numpy() for v in fused.moments(x))
+    assert mean.shape == var.shape == (2, 5, 1, 1)
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(mean[..., 0, 0], a64.mean((2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var[..., 0, 0], a64.var((2, 3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("relu,residual,pad", [(False, False, 0), (True, False, 1), (False, True, 0),
+                                               (True, True, 2)])
+def test_fused_normalize_matches_the_composed_ops(relu, residual, pad):
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    rng = np.random.default_rng(3)
+    x = jt.array(rng.standard_normal((2, 4, 6, 8)).astype(np.float32))
+    mean = jt.array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32))
+    scale = jt.array(rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32))   # running stats: one row
+    bias = jt.array(rng.standard_normal(4).astype(np.float32))
+    res = jt.array(rng.standard_normal((2, 4, 6, 8)).astype(np.float32)) if residual else None
+    plain, fast = _grad_mode_and_inference(lambda: fused.normalize(x, mean, scale, bias, relu, res, pad))
+    y = (x.numpy() - mean.numpy()) * scale.numpy() + bias.numpy()[None, :, None, None]
+    y = y + res.numpy() if residual else y
+    y = np.maximum(y, 0) if relu else y
+    y = np.pad(y, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    np.testing.assert_allclose(plain, y, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fast, y, rtol=0, atol=1e-5)
+
+
+def test_fused_kernels_keep_training_differentiable():
+    """Outside no_grad the kernels are not used, so gradients flow (training needs them)."""
+    import jittor as jt
+
+    from dfd_kit.layers import Norm2d
+
+    norm = Norm2d(3, "sample", track_running=False)
+    x = jt.array(np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32))
+    y = norm.fused(x, relu=True, pad=1)
+    g = jt.grad((y * y).sum(), [x, norm.weight])
+    assert all(np.abs(v.numpy()).sum() > 0 for v in g)
+
+
+def test_generator_and_decoders_agree_between_training_ops_and_fused_kernels():
+    """Whole networks of the demo size: the same output with gradients on (Jittor's ops)
+    and at inference (fused kernels), to float32 rounding."""
+    import jittor as jt
+
+    from dfd_kit.embedding import ComponentEncoder
+    from dfd_kit.mapping import feature_decoder
+    from dfd_kit.synthesis import Generator
+
+    jt.set_global_seed(0)
+    n = DEMO.nets
+    rng = np.random.default_rng(0)
+    gen = Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks).eval()
+    fmap = jt.array(rng.standard_normal((1, n.feature_channels, 64, 64)).astype(np.float32))
+    plain, fast = _grad_mode_and_inference(lambda: gen(fmap))
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4)
+    dec = feature_decoder(64, n.feature_decoder_channels, n.latent_dim, n.feature_channels).eval()
+    sk = _decoder(64, n.decoder_channels, n.latent_dim)
+    z = jt.array(rng.standard_normal((1, n.latent_dim)).astype(np.float32))
+    for net in (dec, sk):
+        plain, fast = _grad_mode_and_inference(lambda: net(z))
+        np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * max(1.0, np.abs(plain).max()))
+    enc = ComponentEncoder(64, n.encoder_channels, n.latent_dim).eval()
+    crop = jt.array(rng.uniform(-1, 1, (1, 1, 64, 64)).astype(np.float32))
+    plain, fast = _grad_mode_and_inference(lambda: enc(crop))
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * max(1.0, np.abs(plain).max()))
