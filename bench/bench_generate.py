@@ -53,26 +53,38 @@ def count_flops(into: dict, key: str):
     Shapes are known when an op is created, so nothing needs to be computed."""
     from jittor import nn
 
-    originals = {cls: cls.execute for cls in (nn.Conv, nn.ConvTranspose, nn.Linear)}
+    from dfd_kit.layers import OutputConv
 
-    def conv(self, x):
-        y = originals[nn.Conv](self, x)
+    def conv_macs(self, x, y):
         kh, kw = self.kernel_size
-        into[key] += 2 * int(np.prod(y.shape)) * (self.in_channels // self.groups) * kh * kw
-        return y
+        return int(np.prod(y.shape)) * (self.in_channels // self.groups) * kh * kw
 
-    def conv_t(self, x):
-        y = originals[nn.ConvTranspose](self, x)   # each input value scatters into Cout*kh*kw outputs
+    def conv_t_macs(self, x, y):   # each input value scatters into Cout*kh*kw outputs
         kh, kw = self.kernel_size
-        into[key] += 2 * int(np.prod(x.shape)) * (self.out_channels // self.groups) * kh * kw
-        return y
+        return int(np.prod(x.shape)) * (self.out_channels // self.groups) * kh * kw
 
-    def linear(self, x):
-        y = originals[nn.Linear](self, x)
-        into[key] += 2 * int(np.prod(x.shape)) * int(y.shape[-1])
-        return y
+    def linear_macs(self, x, y):
+        return int(np.prod(x.shape)) * int(y.shape[-1])
 
-    nn.Conv.execute, nn.ConvTranspose.execute, nn.Linear.execute = conv, conv_t, linear
+    # OutputConv has its own execute (a direct kernel) that may not reach nn.Conv's
+    macs = {nn.Conv: conv_macs, OutputConv: conv_macs, nn.ConvTranspose: conv_t_macs, nn.Linear: linear_macs}
+    originals = {cls: cls.__dict__["execute"] for cls in macs}
+    active = []   # an OutputConv falling back to nn.Conv's execute is counted once
+
+    def counted(cls):
+        def execute(self, x):
+            active.append(self)
+            try:
+                y = originals[cls](self, x)
+            finally:
+                active.pop()
+            if not any(m is self for m in active):
+                into[key] += 2 * macs[cls](self, x, y)
+            return y
+        return execute
+
+    for cls in macs:
+        cls.execute = counted(cls)
     try:
         yield
     finally:

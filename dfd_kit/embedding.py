@@ -13,7 +13,8 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from .layers import Down, ReflectPad, ResnetBlock, Stage, Up
+from . import fused
+from .layers import Down, OutputConv, ReflectPad, ResnetBlock, Stage, Up, conv_norm
 
 
 class ComponentEncoder(nn.Module):
@@ -51,7 +52,7 @@ class LatentDecoder(nn.Module):
                                             ResnetBlock(channels[i + 1], stats), True)
                                       for i in range(len(channels) - 1)])
         self.pad = ReflectPad(2)
-        self.to_output = nn.Conv2d(channels[-1], out_channels, 5)
+        self.to_output = OutputConv(channels[-1], out_channels, 5)
 
     def execute(self, z):
         h = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
@@ -87,13 +88,13 @@ class LatentDecoder(nn.Module):
             before = self.res_in(seeds[i:i + 1])
             for stage in self.stages[:-1]:
                 before = stage(before)
-            h = r.norm1.fused(r.conv1(r.pad(last.resample(before))), relu=True)
+            h = conv_norm(r.conv1, r.norm1, r.pad(last.resample(before)), relu=True)
             share = jt.array(np.float32([w[i] / total]))   # a Var, not a constant baked into kernels
             # the skip path is affine in the previous stage's output (4x fewer pixels to sum)
-            mean_before = before * share if mean_before is None else mean_before + before * share
-            mean_h = h * share if mean_h is None else mean_h + h * share
+            mean_before = fused.accumulate(mean_before, before, share)
+            mean_h = fused.accumulate(mean_h, h, share)
             jt.sync([mean_before, mean_h])   # free this row's activations before the next
-        tail = r.norm2.fused(r.conv2(r.pad(mean_h)), residual=last.resample(mean_before))
+        tail = conv_norm(r.conv2, r.norm2, r.pad(mean_h), residual=last.resample(mean_before))
         return self.to_output(self.pad(tail)) * total
 
 

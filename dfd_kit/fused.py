@@ -41,38 +41,6 @@ def spatial_mean(x: jt.Var) -> jt.Var:
     return nn.matmul(x.reshape(n * c, h * w), ones).reshape(n, c, 1, 1)
 
 
-# Reflection of an index into [0, n): -1 -> 1, n -> n - 2 (the edge is not repeated).
-_REFLECT = "static inline int reflect(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }"
-
-_PAD_SRC = """
-    const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
-    const int OH = out0_shape2, OW = out0_shape3, p = (OH - H) / 2;
-    #pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < N * C; nc++) {
-        const float* src = in0_p + (size_t)nc * H * W;
-        float* dst = out0_p + (size_t)nc * OH * OW;
-        for (int y = 0; y < OH; y++) {
-            const float* s = src + (size_t)reflect(y - p, H) * W;
-            float* d = dst + (size_t)y * OW;
-            for (int x = 0; x < p; x++) d[x] = s[p - x];
-            for (int x = 0; x < W; x++) d[p + x] = s[x];
-            for (int x = 0; x < p; x++) d[p + W + x] = s[W - 2 - x];
-        }
-    }
-"""
-
-
-def reflect_pad(x: jt.Var, p: int) -> jt.Var:
-    """Reflection padding by ``p`` pixels on each side of an (N, C, H, W) map."""
-    if p == 0:
-        return x
-    if not _applies(x):
-        return nn.ReflectionPad2d(p)(x)
-    n, c, h, w = x.shape
-    assert h > p and w > p, f"reflection padding {p} needs maps larger than that, got {h} x {w}"
-    return jt.code((n, c, h + 2 * p, w + 2 * p), x.dtype, [x], cpu_header=_REFLECT, cpu_src=_PAD_SRC)
-
-
 _MOMENTS_SRC = """
     const int NC = in0_shape0 * in0_shape1;
     const size_t HW = (size_t)in0_shape2 * in0_shape3;
@@ -148,8 +116,121 @@ def normalize(x: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, relu: bool =
     scale = scale.broadcast((n, c, 1, 1)).reshape(n, c)
     inputs = [x, mean, scale, bias] + ([residual] if residual is not None else [])
     return jt.code((n, c, h + 2 * pad, w + 2 * pad), x.dtype, inputs,
-                   cpu_header=_REFLECT + "\n#include <algorithm>",
+                   cpu_header="#include <algorithm>",
                    cpu_src=_NORM_SRC[(relu, residual is not None)])
 
 
-__all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize"]
+def reflect_pad(x: jt.Var, p: int) -> jt.Var:
+    """Reflection padding by ``p`` pixels on each side of an (N, C, H, W) map: the
+    normalisation kernel with the identity transform, so the reflection is written once."""
+    if p == 0:
+        return x
+    if not _applies(x):
+        return nn.ReflectionPad2d(p)(x)
+    n, c = x.shape[:2]
+    zero, one = jt.zeros((n, c, 1, 1), x.dtype), jt.ones((n, c, 1, 1), x.dtype)
+    return normalize(x, zero, one, jt.zeros((c,), x.dtype), pad=p)
+
+
+_AXPY_SRC = """
+    // in0: a (1,), in1: x, in2: acc (optional); out0 = acc + a * x
+    const size_t n = (size_t)in1->num;
+    const float a = in0_p[0];
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out0_p[i] = %s a * in1_p[i];
+"""
+
+
+def accumulate(acc: Optional[jt.Var], x: jt.Var, a: jt.Var) -> jt.Var:
+    """acc + a * x (``a * x`` when ``acc`` is None), ``a`` a one-element Var: the running
+    weighted sums of the shadows, on every core."""
+    if not _applies(x):
+        return x * a if acc is None else acc + x * a
+    inputs = [a, x] + ([acc] if acc is not None else [])
+    return jt.code(x.shape, x.dtype, inputs, cpu_src=_AXPY_SRC % ("in2_p[i] +" if acc is not None else ""))
+
+
+#: Output channels up to which :func:`narrow_conv` is used: oneDNN computes output channels
+#: in blocks of 8 or 16, so a 1- or 3-channel output conv wastes most of its work.
+NARROW_CONV_MAX_OUT = 4
+
+_NARROW_CONV_HEADER = """
+#include <algorithm>
+#include <cstring>
+#ifdef __AVX512F__
+typedef float vec __attribute__((vector_size(64)));
+#else
+typedef float vec __attribute__((vector_size(32)));
+#endif
+static inline vec load_vec(const float* p) { vec v; std::memcpy(&v, p, sizeof(vec)); return v; }
+"""
+
+_NARROW_CONV_SRC = """
+    // in0: x (N, C, H, W), already padded; in1: w (O, C, KH, KW); in2: b (O); stride 1.
+    const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
+    const int KH = in1_shape2, KW = in1_shape3, OH = out0_shape2, OW = out0_shape3;
+    constexpr int O = %d, L = sizeof(vec) / sizeof(float), V = 32 / L, T = V * L;   // 32 pixels
+    const size_t wo = (size_t)C * KH * KW;
+    // Each task: one output row of one sample; T pixels x O channels of accumulators stay
+    // in vector registers while every input channel and kernel tap streams past.
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 0; y < OH; y++) {
+        for (int x0 = 0; x0 < OW; x0 += T) {
+            float* dst[O];
+            for (int o = 0; o < O; o++) dst[o] = out0_p + (((size_t)n * O + o) * OH + y) * OW + x0;
+            if (x0 + T + KW - 1 > W) {   // the last pixels of a row: plain loops, no reads past it
+                for (int o = 0; o < O; o++)
+                    for (int i = 0; x0 + i < OW; i++) {
+                        float v = in2_p[o];
+                        for (int c = 0; c < C; c++)
+                            for (int ky = 0; ky < KH; ky++)
+                                for (int kx = 0; kx < KW; kx++)
+                                    v += in1_p[o * wo + ((size_t)c * KH + ky) * KW + kx]
+                                         * in0_p[(((size_t)n * C + c) * H + y + ky) * W + x0 + i + kx];
+                        dst[o][i] = v;
+                    }
+                continue;
+            }
+            vec acc[O][V];
+            #pragma GCC unroll 8
+            for (int o = 0; o < O; o++)
+                #pragma GCC unroll 4
+                for (int v = 0; v < V; v++) acc[o][v] = vec{} + in2_p[o];
+            for (int c = 0; c < C; c++)
+            for (int ky = 0; ky < KH; ky++) {
+                const float* row = in0_p + (((size_t)n * C + c) * H + y + ky) * W + x0;
+                const float* wk = in1_p + ((size_t)c * KH + ky) * KW;
+                for (int kx = 0; kx < KW; kx++) {
+                    vec s[V];
+                    #pragma GCC unroll 4
+                    for (int v = 0; v < V; v++) s[v] = load_vec(row + kx + v * L);
+                    #pragma GCC unroll 8
+                    for (int o = 0; o < O; o++) {
+                        const float wv = wk[o * wo + kx];
+                        #pragma GCC unroll 4
+                        for (int v = 0; v < V; v++) acc[o][v] += wv * s[v];
+                    }
+                }
+            }
+            for (int o = 0; o < O; o++)
+                for (int v = 0; v < V; v++) std::memcpy(dst[o] + v * L, &acc[o][v], sizeof(vec));
+        }
+    }
+"""
+
+
+def narrow_conv(x: jt.Var, weight: jt.Var, bias: Optional[jt.Var]) -> Optional[jt.Var]:
+    """Stride-1 unpadded convolution with at most :data:`NARROW_CONV_MAX_OUT` output
+    channels, direct on every core; None where it does not apply (the caller then uses
+    Jittor's convolution)."""
+    o, c, kh, kw = weight.shape
+    if not (_applies(x) and o <= NARROW_CONV_MAX_OUT and x.ndim == 4 and x.shape[1] == c):
+        return None
+    n, _, h, w = x.shape
+    b = bias if bias is not None else jt.zeros((o,), x.dtype)
+    return jt.code((n, o, h - kh + 1, w - kw + 1), x.dtype, [x, weight, b],
+                   cpu_header=_NARROW_CONV_HEADER, cpu_src=_NARROW_CONV_SRC % o)
+
+
+__all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv"]

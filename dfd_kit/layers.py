@@ -36,12 +36,19 @@ class Norm2d(nn.Module):
             self.running_mean = self.running_var = None
 
     def execute(self, x: jt.Var) -> jt.Var:
-        return self.fused(x)
+        return self.normalize(x)
 
-    def fused(self, x: jt.Var, relu: bool = False, residual=None, pad: int = 0) -> jt.Var:
+    def normalize(self, x: jt.Var, relu: bool = False, residual=None, pad: int = 0, missing_bias=None) -> jt.Var:
         """The norm, then optionally a residual added, a ReLU and reflection padding: at
-        inference on the CPU one pass over memory (:func:`dfd_kit.fused.normalize`)."""
+        inference on the CPU one pass over memory (:func:`dfd_kit.fused.normalize`).
+
+        ``missing_bias`` (C,): a per-channel constant that belongs to ``x`` but was not
+        added (a convolution's bias, see :func:`conv_norm`). Per-sample statistics remove
+        any such constant, so it is ignored; running statistics absorb it into the mean.
+        """
         mean, var = self.statistics(x)
+        if missing_bias is not None and self.stats == "running":
+            mean = mean - missing_bias.reshape(1, -1, 1, 1)
         scale = self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
         return fused.normalize(x, mean, scale, self.bias, relu, residual, pad)
 
@@ -59,6 +66,41 @@ class Norm2d(nn.Module):
                                     + m * var.reshape(-1).detach() * n / max(n - 1, 1))
             return mean, var
         return self.running_mean.reshape(1, -1, 1, 1), self.running_var.reshape(1, -1, 1, 1)
+
+
+def conv_norm(conv: nn.Module, norm: Norm2d, x: jt.Var, relu: bool = False, residual=None, pad: int = 0) -> jt.Var:
+    """norm(conv(x)), then the options of :meth:`Norm2d.normalize`.
+
+    At inference on the CPU the convolution's bias is left out and handed to the norm,
+    which cancels or absorbs it: Jittor adds a bias in a separate single-threaded pass
+    over the whole output (128 MB of memory traffic for 64 x 512 x 512), and the result
+    is the same up to float rounding. A 64-channel residual block at 512 x 512: 320 ms
+    instead of 345-365 (bench/README.md). The bias is detached from the conv for the call,
+    so one model must not run on two threads at once (the kit never does).
+    """
+    if not fused.enabled() or conv.bias is None:
+        return norm.normalize(conv(x), relu, residual, pad)
+    bias, conv.bias = conv.bias, None
+    try:
+        y = conv(x)
+    finally:
+        conv.bias = bias
+    return norm.normalize(y, relu, residual, pad, missing_bias=bias)
+
+
+class OutputConv(nn.Conv2d):
+    """A stride-1, unpadded convolution to few channels (an image's RGB, a sketch's one):
+    at inference on the CPU a direct kernel (:func:`dfd_kit.fused.narrow_conv`); else
+    Jittor's convolution. Same parameters as ``nn.Conv2d``. On the 2-core AMD machine of
+    bench/README.md the kernel takes 90 ms for the generator's 56 -> 3 7x7 conv at 512 x 512
+    (oneDNN 170) and 14 ms for a sketch decoder's 32 -> 1 5x5 (oneDNN 49)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(in_channels, out_channels, kernel_size)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        y = fused.narrow_conv(x, self.weight, self.bias)
+        return super().execute(x) if y is None else y
 
 
 class ReflectPad(nn.Module):
@@ -82,8 +124,8 @@ class ResnetBlock(nn.Module):
         self.norm2 = Norm2d(channels, stats, track_running)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        h = self.norm1.fused(self.conv1(self.pad(x)), relu=True, pad=1)   # padded for conv2
-        return self.norm2.fused(self.conv2(h), residual=x)
+        h = conv_norm(self.conv1, self.norm1, self.pad(x), relu=True, pad=1)   # padded for conv2
+        return conv_norm(self.conv2, self.norm2, h, residual=x)
 
 
 class Down(nn.Module):
@@ -95,7 +137,7 @@ class Down(nn.Module):
         self.norm = Norm2d(cout, stats)
 
     def execute(self, x):
-        return self.norm(self.conv(x))
+        return conv_norm(self.conv, self.norm, x)
 
 
 class Up(nn.Module):
@@ -107,7 +149,7 @@ class Up(nn.Module):
         self.norm = Norm2d(cout, stats)
 
     def execute(self, x):
-        return self.norm(self.conv(x))
+        return conv_norm(self.conv, self.norm, x)
 
 
 class Stage(nn.Module):

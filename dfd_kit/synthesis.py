@@ -5,7 +5,7 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from .layers import Norm2d, ReflectPad, ResnetBlock
+from .layers import Norm2d, OutputConv, ReflectPad, ResnetBlock, conv_norm
 
 
 class ConvNormReLU(nn.Module):
@@ -13,7 +13,7 @@ class ConvNormReLU(nn.Module):
         self.conv, self.norm = conv, Norm2d(channels, "sample", track_running=False)
 
     def execute(self, x):
-        return self.norm.fused(self.conv(x), relu=True)
+        return conv_norm(self.conv, self.norm, x, relu=True)
 
 
 class Generator(nn.Module):
@@ -35,7 +35,7 @@ class Generator(nn.Module):
         self.up = nn.Sequential(*[ConvNormReLU(nn.ConvTranspose(w[i + 1], w[i], 3, stride=2, padding=1,
                                                                 output_padding=1), w[i])
                                   for i in reversed(range(n_downsample))])
-        self.to_rgb = nn.Conv2d(ngf, 3, 7)
+        self.to_rgb = OutputConv(ngf, 3, 7)
 
     def execute(self, x):
         h = self.up(self.res(self.down(self.stem(self.pad3(x)))))

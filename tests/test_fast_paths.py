@@ -169,6 +169,63 @@ def test_fused_normalize_matches_the_composed_ops(relu, residual, pad):
     np.testing.assert_allclose(fast, y, rtol=0, atol=1e-5)
 
 
+def test_fused_accumulate_is_a_weighted_running_sum():
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    rng = np.random.default_rng(4)
+    x, acc = (jt.array(rng.standard_normal((2, 3, 5, 7)).astype(np.float32)) for _ in range(2))
+    a = jt.array(np.float32([0.3]))
+    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(acc, x, a))
+    for y in (plain, fast):
+        np.testing.assert_allclose(y, acc.numpy() + np.float32(0.3) * x.numpy(), rtol=0, atol=1e-6)
+    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(None, x, a))
+    for y in (plain, fast):
+        np.testing.assert_allclose(y, np.float32(0.3) * x.numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("stats", ["running", "sample"])
+def test_conv_bias_handed_to_the_norm_gives_the_same_block(stats):
+    """At inference conv_norm leaves the conv bias out and lets the norm cancel (sample
+    statistics) or absorb it (running statistics): the block's output must not change."""
+    import jittor as jt
+
+    from dfd_kit.layers import ResnetBlock
+
+    rng = np.random.default_rng(5)
+    block = ResnetBlock(4, stats).eval()
+    for norm in (block.norm1, block.norm2):
+        norm.weight.assign(jt.array(rng.uniform(0.5, 2, 4).astype(np.float32)))
+        norm.bias.assign(jt.array(rng.standard_normal(4).astype(np.float32)))
+        if stats == "running":
+            norm.running_mean.assign(jt.array(rng.standard_normal(4).astype(np.float32)))
+            norm.running_var.assign(jt.array(rng.uniform(0.5, 2, 4).astype(np.float32)))
+    for conv in (block.conv1, block.conv2):
+        conv.bias.assign(jt.array(rng.uniform(1, 3, 4).astype(np.float32)))   # far from 0: it matters
+    x = jt.array(rng.standard_normal((2, 4, 9, 9)).astype(np.float32))
+    plain, fast = _grad_mode_and_inference(lambda: block(x))
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)
+    assert block.conv1.bias is not None and block.conv2.bias is not None   # put back
+
+
+@pytest.mark.parametrize("cin,cout,k,h,w", [(5, 3, 7, 20, 37), (4, 1, 5, 9, 16), (3, 2, 3, 8, 70),
+                                             (2, 4, 1, 3, 3)])
+def test_output_conv_kernel_matches_jittor_conv(cin, cout, k, h, w):
+    """The direct few-channel kernel against Jittor's convolution, on widths that end
+    inside a pixel tile and on tiles that fit entirely."""
+    import jittor as jt
+
+    from dfd_kit.layers import OutputConv
+
+    jt.set_global_seed(cin * 10 + cout)
+    conv = OutputConv(cin, cout, k)
+    x = jt.array(np.random.default_rng(cout).standard_normal((2, cin, h, w)).astype(np.float32))
+    plain, fast = _grad_mode_and_inference(lambda: conv(x))
+    assert fast.shape == plain.shape == (2, cout, h - k + 1, w - k + 1)
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)
+
+
 def test_fused_kernels_keep_training_differentiable():
     """Outside no_grad the kernels are not used, so gradients flow (training needs them)."""
     import jittor as jt
@@ -177,7 +234,7 @@ def test_fused_kernels_keep_training_differentiable():
 
     norm = Norm2d(3, "sample", track_running=False)
     x = jt.array(np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32))
-    y = norm.fused(x, relu=True, pad=1)
+    y = norm.normalize(x, relu=True, pad=1)
     g = jt.grad((y * y).sum(), [x, norm.weight])
     assert all(np.abs(v.numpy()).sum() > 0 for v in g)
 
