@@ -7,11 +7,14 @@ each a full pass over a map that at 512 x 512 x 64 is 64 MB. Between the convolu
 which oneDNN runs on all cores, one core sat idle for a fifth of a full-size generation
 (bench/README.md). The kernels here do the same arithmetic in one or two passes, in
 parallel over the (sample, channel) planes (OpenMP; Jittor compiles custom kernels with
--fopenmp).
+-fopenmp). Two more: the shadows' running weighted sums (:func:`accumulate`), and
+convolutions to one or three output channels (:func:`narrow_conv`), which oneDNN
+computes in blocks of 8 channels.
 
 They serve inference only: they have no gradient. :func:`enabled` is true inside
 ``jt.no_grad()`` on the CPU; during training, and on CUDA, every function here composes
-Jittor's own differentiable ops instead, so callers have one code path.
+Jittor's own differentiable ops instead (:func:`narrow_conv` returns None and its caller
+runs Jittor's convolution), so callers have one code path.
 """
 from __future__ import annotations
 
