@@ -14,7 +14,7 @@ _backend.configure()  # must precede the first `import jittor`
 from pathlib import Path  # noqa: E402
 
 from .config import COMPONENTS, DEMO, OFFICIAL, ModelConfig  # noqa: E402
-from .errors import ConfigError, DFDError, ParamsError, SketchError  # noqa: E402
+from .errors import ConfigError, DFDError, ParamsError, SketchError, TrainingInterrupted  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -54,4 +54,4 @@ def __getattr__(name):
 
 
 __all__ = ["load", "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "COMPONENTS",
-           "DFDError", "ParamsError", "SketchError", "ConfigError"]
+           "DFDError", "ParamsError", "SketchError", "ConfigError", "TrainingInterrupted"]

@@ -14,10 +14,17 @@ everything here must run *before* ``import jittor``:
   built in an image's postBuild is never found in the session (another host name)
   and may not run there (another CPU). With the variable set, Jittor compiles into
   that folder for a portable x86-64 baseline, with as many compilers as memory allows.
+* Signal handlers: Jittor's core installs C handlers when it loads. Two of them end the
+  whole process with ``quick_exit(1)``, which loses Python's buffered output and skips
+  every ``finally``: SIGCHLD, whenever *any* child process dies of a signal (a notebook
+  kernel shut down with SIGKILL, a killed ``node``), and SIGINT outside Jupyter (Ctrl-C).
+  Python's own handlers are put back right after ``import jittor``
+  (:class:`_RestoreSignalsAfterJittor`), so Ctrl-C raises KeyboardInterrupt again.
 """
 from __future__ import annotations
 
 import glob
+import importlib.abc
 import os
 import platform
 import sys
@@ -190,6 +197,47 @@ def _pin_jittor_cache(folder: str) -> str:
     return path
 
 
+class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
+    """Import hook: when ``jittor`` is imported, put back the SIGCHLD and SIGINT handlers
+    that were in place before its core replaced them (see the module docstring).
+
+    It finds jittor's spec through the other finders and wraps the loader's exec_module,
+    then leaves sys.meta_path: Jittor is imported once per process.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "jittor":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        import signal
+
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)}
+        exec_module = spec.loader.exec_module
+
+        def exec_then_restore(module):
+            try:
+                exec_module(module)
+            finally:
+                _restore_signals(saved)
+
+        spec.loader.exec_module = exec_then_restore
+        return spec
+
+
+def _restore_signals(saved: dict) -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers; jittor is imported there in practice
+    for sig, handler in saved.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
 #: Free memory the process heap may keep at its top for reuse (see _reuse_freed_buffers).
 _HEAP_TRIM_BYTES = 512 << 20
 
@@ -245,5 +293,7 @@ def configure() -> dict:
     pinned = os.environ.get(PINNED_CACHE_ENV)
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
+    if "jittor" not in sys.modules and not any(isinstance(f, _RestoreSignalsAfterJittor) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RestoreSignalsAfterJittor())
     info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap)
     return info

@@ -15,3 +15,9 @@ class ParamsError(DFDError, FileNotFoundError):
 
 class ConfigError(DFDError, ValueError):
     """An argument is out of range (component weight, K, sex, component name)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C (or a notebook's interrupt) after the step under way
+    finished and a checkpoint was saved; running the same training again resumes there.
+    A KeyboardInterrupt, so code that stops on Ctrl-C still stops."""

@@ -6,6 +6,8 @@ tiny config and batch size; the first run of this file is slower than the next o
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import dfd_kit  # noqa: F401  -- before jittor
+import dfd_kit  # before jittor
 from dfd_kit.config import COMPONENTS, Box, Layout, ModelConfig, NetworkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +209,25 @@ def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data
     ck_b = common.load_checkpoint(b.checkpoint)
     for ma, mb in zip(ck_a["optimizers"]["adam"]["m"][0], ck_b["optimizers"]["adam"]["m"][0]):
         np.testing.assert_array_equal(ma, mb)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_a_rerun_resumes_bit_for_bit(data_dir, data, tmp_path):
+    common, stage1 = tr()[:2]
+    a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
+    handler_before = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_after_step_2(step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(dfd_kit.TrainingInterrupted, match="stopped at step 3.*resume"):
+        stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data,
+                            on_step=ctrl_c_after_step_2)
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.pkl")["step"] == 3
+    b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data)
+    assert b.step == 6
+    assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
 
 
 def test_a_finished_stage_is_not_trained_again(data_dir, data, tmp_path):

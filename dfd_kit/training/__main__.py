@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..errors import TrainingInterrupted
+
 #: The recipe's defaults: those of the shipped demo model (Params/demo/MODEL_CARD.md).
 DEMO_DATA = "data/facesjs_train"
 DEMO_FACES = 3000
@@ -265,6 +267,14 @@ def run_quality(a) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        return _run(argv)
+    except TrainingInterrupted as e:   # Ctrl-C: the stage under way saved; say how to go on
+        print(e, file=sys.stderr)
+        return 130
+
+
+def _run(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dfd_kit.training",
                                  description="Train DeepFaceDrawing (stage 1 auto-encoders, feature banks, "
                                              "stage 2 conditional GAN) and export a Params folder.")

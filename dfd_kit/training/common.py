@@ -9,7 +9,8 @@
 * checkpoints: :func:`save_checkpoint` (atomic), :func:`module_state`,
   :func:`adam_state` and their loaders, so a resumed run continues bit for bit;
 * :class:`Run`: the step loop -- step and wall-clock budgets, tqdm, periodic
-  checkpoints and figures, resume;
+  checkpoints and figures, resume; Ctrl-C (or a notebook's interrupt) ends the step under
+  way, saves and stops (:class:`stop_at_step_end`);
 * figures: :func:`plot_losses` and :func:`save_image_grid` (matplotlib, no pyplot, so a
   notebook's backend is left alone);
 * MPI: :func:`mpi_rank`, :func:`is_main`, :func:`barrier`, ... (all no-ops outside mpirun).
@@ -24,6 +25,9 @@ import json
 import math
 import os
 import pickle
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -35,7 +39,7 @@ import jittor as jt
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 
 # Jittor's kernels switch the CPU to flush-denormals-to-zero; numpy then warns whenever
 # it (or matplotlib) first asks for float limits. Harmless here.
@@ -569,6 +573,40 @@ def rss_mb() -> float:
         return float("nan")
 
 
+class stop_at_step_end:
+    """Context manager for a training loop: the first Ctrl-C (SIGINT; also Jupyter's
+    "interrupt kernel") only sets :attr:`requested`, so the loop can finish the step under way,
+    save a checkpoint and stop; a second one interrupts at once, as usual.
+
+    Why: a step interrupted half-way leaves the networks half-updated (the discriminator
+    stepped, the generator not), and without a save every step since the last checkpoint is
+    lost. Only the main thread can take signals; elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupted: finishing this step and saving a checkpoint "
+              "(interrupt again to stop at once, losing the steps since the last save).",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class SimulatedKill(Exception):
     """Raised by tests from ``on_step`` to stop a run as if the process had been killed."""
 
@@ -680,6 +718,7 @@ class Run:
         last_save = time.time()
         stopped_by = "steps"
         threads = omp_threads(c.threads).__enter__()
+        interrupt = stop_at_step_end().__enter__()
         try:
             while self.step < c.steps:
                 t0 = time.time()
@@ -698,7 +737,13 @@ class Run:
                 # decisions taken on rank 0 and shared, so every rank stops and saves together
                 out_of_time = self.elapsed >= budget
                 save_due = c.checkpoint_minutes is not None and time.time() - last_save >= c.checkpoint_minutes * 60
-                out_of_time, save_due = (v > 0.5 for v in broadcast_floats([out_of_time, save_due]))
+                out_of_time, save_due, stop = (v > 0.5 for v in broadcast_floats(
+                    [out_of_time, save_due, interrupt.requested]))
+                if stop:
+                    self.save()
+                    raise TrainingInterrupted(
+                        f"{self.stage} stopped at step {self.step}, saved to {self.checkpoint_path}; "
+                        "run the same training again to resume from there")
                 done = out_of_time or self.step >= c.steps
                 if done:
                     stopped_by = "time" if out_of_time and self.step < c.steps else "steps"
@@ -714,6 +759,7 @@ class Run:
             if main and c.figures and figure_fn:
                 self.figures(figure_fn)
         finally:
+            interrupt.__exit__()
             bar.close()
             threads.__exit__()
         return stopped_by
