@@ -212,8 +212,11 @@ class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
         import importlib.util
         import signal
 
+        import threading
+
         spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
+        # only the main thread may set handlers; jittor is imported there in practice
+        if spec is None or spec.loader is None or threading.current_thread() is not threading.main_thread():
             return spec
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)}
         exec_module = spec.loader.exec_module
@@ -222,20 +225,11 @@ class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
             try:
                 exec_module(module)
             finally:
-                _restore_signals(saved)
+                for sig, handler in saved.items():
+                    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
         spec.loader.exec_module = exec_then_restore
         return spec
-
-
-def _restore_signals(saved: dict) -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # only the main thread may set handlers; jittor is imported there in practice
-    for sig, handler in saved.items():
-        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 #: Free memory the process heap may keep at its top for reuse (see _reuse_freed_buffers).
@@ -293,7 +287,7 @@ def configure() -> dict:
     pinned = os.environ.get(PINNED_CACHE_ENV)
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
-    if "jittor" not in sys.modules and not any(isinstance(f, _RestoreSignalsAfterJittor) for f in sys.meta_path):
+    if "jittor" not in sys.modules:
         sys.meta_path.insert(0, _RestoreSignalsAfterJittor())
     info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap)
     return info
