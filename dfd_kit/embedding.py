@@ -58,6 +58,15 @@ class LatentDecoder(nn.Module):
         h = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
         return self.to_output(self.pad(self.stages(self.res_in(h))))
 
+    #: Rows a shadow decodes together, padded to this many so that Jittor sees one batch shape
+    #: whatever K and the weights are (a new shape would compile new kernels: minutes in a
+    #: fresh notebook kernel).
+    CHUNK = 8
+    #: A stage runs on the whole chunk while one row's output is at most this large; larger
+    #: maps (the official remainder's 256 and 512 px stages) go row by row, which keeps the
+    #: shadows' extra memory near one row's activations.
+    ROW_BYTES = 4 << 20
+
     def weighted_sum(self, z: jt.Var, weights: np.ndarray) -> jt.Var:
         """sum_i weights[i] * self(z[i]) -> (1, out_channels, S, S), for inference with
         running-statistics norms (the sketch decoders: a shadow is such a sum).
@@ -68,9 +77,14 @@ class LatentDecoder(nn.Module):
         sum_i w_i T(u_i) = W * T(sum_i w_i u_i / W) with W = sum_i w_i. So each row runs only
         up to that ReLU, and the tail runs once on the weighted means: at full size that
         skips a quarter of every row's work, the 512 x 512 conv and the few-channel output
-        conv among it. The big linear layer reads its weight once for all rows. Rows go one
-        at a time (one batch shape, so Jittor compiles nothing new for another K; small
-        activations).
+        conv among it. The big linear layer reads its weight once for all rows.
+
+        The rows go through the small early stages :attr:`CHUNK` at a time: there the
+        convolutions have few pixels and wide weights, and oneDNN re-lays out a
+        convolution's weights on every call, so one call per chunk instead of one per row
+        made the official-size shadows 1.37x faster here (bench/README.md). Running
+        statistics make every row independent of the others in its batch, padding rows
+        included, and they get weight 0.
         """
         last = self.stages[-1]
         assert not self.is_training() and last.resample_first, "inference with running statistics only"
@@ -83,19 +97,43 @@ class LatentDecoder(nn.Module):
             return jt.zeros((1, self.to_output.out_channels, size, size))
         seeds = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
         seeds.sync()
+        batched = self._batched_stages()
         r, mean_before, mean_h = last.res, None, None
-        for i in range(len(w)):
-            before = self.res_in(seeds[i:i + 1])
-            for stage in self.stages[:-1]:
-                before = stage(before)
-            h = conv_norm(r.conv1, r.norm1, r.pad(last.resample(before)), relu=True)
-            share = jt.array(np.float32([w[i] / total]))   # a Var, not a constant baked into kernels
-            # the skip path is affine in the previous stage's output (4x fewer pixels to sum)
-            mean_before = fused.accumulate(mean_before, before, share)
-            mean_h = fused.accumulate(mean_h, h, share)
-            jt.sync([mean_before, mean_h])   # free this row's activations before the next
+        for first in range(0, len(w), self.CHUNK):
+            rows = list(range(first, min(len(w), first + self.CHUNK)))
+            share = np.zeros(self.CHUNK, np.float32)   # padding rows weigh nothing
+            share[:len(rows)] = w[rows] / total
+            rows += [rows[-1]] * (self.CHUNK - len(rows))
+            x = self.res_in(seeds[rows])
+            for stage in self.stages[:min(batched, len(self.stages) - 1)]:
+                x = stage(x)
+            # the rest up to the last ReLU: the whole chunk at once where the maps are small,
+            # else row by row; the skip path is affine in the previous stage's output (4x
+            # fewer pixels to sum)
+            for i in [None] if batched == len(self.stages) else range(len(rows)):
+                before, a = (x, share) if i is None else (x[i:i + 1], share[i:i + 1])
+                if i is not None and not a[0]:
+                    continue
+                for stage in self.stages[batched:-1]:
+                    before = stage(before)
+                h = conv_norm(r.conv1, r.norm1, r.pad(last.resample(before)), relu=True)
+                a = jt.array(a)   # a Var, not a constant baked into kernels
+                mean_before = fused.accumulate(mean_before, before, a)
+                mean_h = fused.accumulate(mean_h, h, a)
+                jt.sync([mean_before, mean_h])   # free these activations before the next
         tail = conv_norm(r.conv2, r.norm2, r.pad(mean_h), residual=last.resample(mean_before))
         return self.to_output(self.pad(tail)) * total
+
+    def _batched_stages(self) -> int:
+        """How many of the upsampling stages, from the first, run on a whole chunk of rows:
+        those whose output row is at most :attr:`ROW_BYTES`."""
+        size, n = self.start, 0
+        for stage in self.stages:
+            size *= 2
+            if stage.res.conv1.out_channels * size * size * 4 > self.ROW_BYTES:
+                break
+            n += 1
+        return n
 
 
 def sketch_decoder(size: int, channels: Sequence[int], latent_dim: int) -> LatentDecoder:

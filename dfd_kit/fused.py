@@ -135,22 +135,29 @@ def reflect_pad(x: jt.Var, p: int) -> jt.Var:
     return normalize(x, zero, one, jt.zeros((c,), x.dtype), pad=p)
 
 
-_AXPY_SRC = """
-    // in0: a (1,), in1: x, in2: acc (optional); out0 = acc + a * x
-    const size_t n = (size_t)in1->num;
-    const float a = in0_p[0];
+_WEIGHTED_SUM_SRC = """
+    // in0: a (B,), in1: x (B, ...), in2: acc (1, ...) optional; out0 = acc + sum_b a[b] * x[b]
+    const int B = in1_shape0;
+    const size_t n = (size_t)in1->num / B;
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out0_p[i] = %s a * in1_p[i];
+    for (size_t i = 0; i < n; i++) {
+        float v = %s;
+        for (int b = 0; b < B; b++) v += in0_p[b] * in1_p[(size_t)b * n + i];
+        out0_p[i] = v;
+    }
 """
 
 
 def accumulate(acc: Optional[jt.Var], x: jt.Var, a: jt.Var) -> jt.Var:
-    """acc + a * x (``a * x`` when ``acc`` is None), ``a`` a one-element Var: the running
-    weighted sums of the shadows, on every core."""
+    """acc + sum_b a[b] * x[b] -> (1, ...): x (B, ...) weighted by ``a`` (B,) and summed over
+    the batch (``acc`` None: no running sum yet). The shadows' running weighted sums, in one
+    pass on every core; ``a`` is a Var, so new weights compile no new kernel."""
     if not _applies(x):
-        return x * a if acc is None else acc + x * a
+        y = (x * a.reshape((-1,) + (1,) * (x.ndim - 1))).sum(0, keepdims=True)
+        return y if acc is None else acc + y
     inputs = [a, x] + ([acc] if acc is not None else [])
-    return jt.code(x.shape, x.dtype, inputs, cpu_src=_AXPY_SRC % ("in2_p[i] +" if acc is not None else ""))
+    return jt.code((1,) + tuple(x.shape[1:]), x.dtype, inputs,
+                   cpu_src=_WEIGHTED_SUM_SRC % ("in2_p[i]" if acc is not None else "0.f"))
 
 
 #: Output channels up to which :func:`narrow_conv` is used: oneDNN computes output channels

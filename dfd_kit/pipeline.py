@@ -134,9 +134,10 @@ class DeepFaceDrawing:
     def decode_neighbours(self, component: str, rows: np.ndarray) -> np.ndarray:
         """Bank rows (N, D) -> decoded sketches (N, S, S), one row at a time: how many rows a
         shadow needs depends on K and the weights, and every new batch shape would make Jittor
-        compile new kernels (minutes in a fresh notebook kernel); one row also keeps the
-        activations small (the official remainder decoder's are 33 MB a row), and oneDNN's
-        narrow convolutions are no faster per row in a batch."""
+        compile new kernels (minutes in a fresh notebook kernel), and one row keeps the
+        activations small (the official remainder decoder's are 33 MB a row). The notebooks
+        and the widget's row cache use it; a shadow needs only the weighted sum of the rows,
+        which :meth:`shadow` computes faster, several rows at a time."""
         rows = np.asarray(rows, np.float32)
         size = self.layout.crop_size(component)
         decoder = self.sketch_decoders[component]

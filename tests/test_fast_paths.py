@@ -59,6 +59,31 @@ def test_weighted_sum_equals_the_sum_of_full_decodings(size):
     assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
 
 
+@pytest.mark.parametrize("row_bytes", [None, 64 << 10])
+def test_weighted_sum_in_chunks_and_rows_equals_the_sum_of_full_decodings(row_bytes, monkeypatch):
+    """More rows than a chunk (the last chunk padded), and with ``row_bytes`` small the
+    later stages row by row: the same sum either way."""
+    import jittor as jt
+
+    from dfd_kit.embedding import LatentDecoder
+
+    if row_bytes is not None:
+        monkeypatch.setattr(LatentDecoder, "ROW_BYTES", row_bytes)
+    n = DEMO.nets
+    dec = _decoder(128, n.decoder_channels, n.latent_dim, seed=2)
+    stages = dec._batched_stages()
+    assert (stages == len(dec.stages)) == (row_bytes is None)   # both paths are exercised
+    rng = np.random.default_rng(2)
+    rows = LatentDecoder.CHUNK + 3
+    z = rng.standard_normal((rows, n.latent_dim)).astype(np.float32)
+    w = rng.uniform(0.01, 0.5, rows)
+    with jt.no_grad():
+        full = dec(jt.array(z)).numpy()[:, 0].astype(np.float64)
+        fast = dec.weighted_sum(jt.array(z), w).numpy()[0, 0]
+    expected = np.tensordot(w, full, axes=1)
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
 def test_weighted_sum_of_no_neighbours_is_blank():
     import jittor as jt
 
@@ -175,14 +200,17 @@ def test_fused_accumulate_is_a_weighted_running_sum():
     from dfd_kit import fused
 
     rng = np.random.default_rng(4)
-    x, acc = (jt.array(rng.standard_normal((2, 3, 5, 7)).astype(np.float32)) for _ in range(2))
-    a = jt.array(np.float32([0.3]))
-    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(acc, x, a))
+    x = jt.array(rng.standard_normal((3, 2, 5, 7)).astype(np.float32))
+    acc = jt.array(rng.standard_normal((1, 2, 5, 7)).astype(np.float32))
+    a = np.float32([0.3, 0.0, -1.5])
+    expected = np.tensordot(a, x.numpy(), axes=1)[None]
+    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(acc, x, jt.array(a)))
     for y in (plain, fast):
-        np.testing.assert_allclose(y, acc.numpy() + np.float32(0.3) * x.numpy(), rtol=0, atol=1e-6)
-    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(None, x, a))
+        np.testing.assert_allclose(y, acc.numpy() + expected, rtol=0, atol=1e-5)
+    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(None, x, jt.array(a)))
     for y in (plain, fast):
-        np.testing.assert_allclose(y, np.float32(0.3) * x.numpy(), rtol=0, atol=1e-6)
+        assert y.shape == (1, 2, 5, 7)
+        np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("stats", ["running", "sample"])
