@@ -14,7 +14,7 @@ import numpy as np
 from jittor import nn
 
 from . import fused
-from .layers import Down, OutputConv, ReflectPad, ResnetBlock, Stage, Up, conv_norm
+from .layers import Down, OutputConv, ReflectPad, ResnetBlock, Stage, Up, conv_norm, conv_norm_nhwc
 
 
 class ComponentEncoder(nn.Module):
@@ -58,10 +58,12 @@ class LatentDecoder(nn.Module):
         h = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
         return self.to_output(self.pad(self.stages(self.res_in(h))))
 
-    #: Rows a shadow decodes together, padded to this many so that Jittor sees one batch shape
-    #: whatever K and the weights are (a new shape would compile new kernels: minutes in a
-    #: fresh notebook kernel).
-    CHUNK = 8
+    #: Most rows a shadow decodes together: K = 15 (the official default) in one chunk, so
+    #: each convolution's weights are laid out for oneDNN once. A chunk is padded to a
+    #: multiple of :attr:`CHUNK_STEP` rows (padding rows weigh nothing), which keeps the
+    #: batch shapes Jittor sees to four, none of them a batch of one.
+    CHUNK = 16
+    CHUNK_STEP = 4
     #: A stage runs on the whole chunk while one row's output is at most this large; larger
     #: maps (the official remainder's 256 and 512 px stages) go row by row, which keeps the
     #: shadows' extra memory near one row's activations.
@@ -79,7 +81,7 @@ class LatentDecoder(nn.Module):
         skips a quarter of every row's work, the 512 x 512 conv and the few-channel output
         conv among it. The big linear layer reads its weight once for all rows.
 
-        The rows go through the small early stages :attr:`CHUNK` at a time: there the
+        The rows go through the small early stages up to :attr:`CHUNK` at a time: there the
         convolutions have few pixels and wide weights, and oneDNN re-lays out a
         convolution's weights on every call, so one call per chunk instead of one per row
         made the official-size shadows 1.37x faster here (bench/README.md). Running
@@ -95,15 +97,18 @@ class LatentDecoder(nn.Module):
         if len(w) == 0 or total == 0.0:
             size = self.start << len(self.stages)
             return jt.zeros((1, self.to_output.out_channels, size, size))
+        channels_last = fused.channels_last()
         seeds = self.from_latent(z).reshape(z.shape[0], self.channels0, self.start, self.start)
         seeds.sync()
         batched = self._batched_stages()
         r, mean_before, mean_h = last.res, None, None
-        for first in range(0, len(w), self.CHUNK):
-            rows = list(range(first, min(len(w), first + self.CHUNK)))
-            share = np.zeros(self.CHUNK, np.float32)   # padding rows weigh nothing
+        chunks = -(-len(w) // self.CHUNK)
+        size = -(-len(w) // (chunks * self.CHUNK_STEP)) * self.CHUNK_STEP   # balanced, padded
+        for first in range(0, len(w), size):
+            rows = list(range(first, min(len(w), first + size)))
+            share = np.zeros(size, np.float32)   # padding rows weigh nothing
             share[:len(rows)] = w[rows] / total
-            rows += [rows[-1]] * (self.CHUNK - len(rows))
+            rows += [rows[-1]] * (size - len(rows))
             x = self.res_in(seeds[rows])
             for stage in self.stages[:min(batched, len(self.stages) - 1)]:
                 x = stage(x)
@@ -116,12 +121,21 @@ class LatentDecoder(nn.Module):
                     continue
                 for stage in self.stages[batched:-1]:
                     before = stage(before)
-                h = conv_norm(r.conv1, r.norm1, r.pad(last.resample(before)), relu=True)
                 a = jt.array(a)   # a Var, not a constant baked into kernels
+                if channels_last:   # the norm kernel adds its output to the running sum
+                    mean_h = conv_norm_nhwc(r.conv1, r.norm1, last.resample.execute_nhwc(before, pad=1),
+                                            relu=True, accumulate=(mean_h, a))
+                else:
+                    h = conv_norm(r.conv1, r.norm1, r.pad(last.resample(before)), relu=True)
+                    mean_h = fused.accumulate(mean_h, h, a)
                 mean_before = fused.accumulate(mean_before, before, a)
-                mean_h = fused.accumulate(mean_h, h, a)
                 jt.sync([mean_before, mean_h])   # free these activations before the next
-        tail = conv_norm(r.conv2, r.norm2, r.pad(mean_h), residual=last.resample(mean_before))
+        skip = last.resample(mean_before)
+        if channels_last:
+            tail = conv_norm_nhwc(r.conv2, r.norm2, fused.reflect_pad_nhwc(mean_h, 1), residual=skip,
+                                  nchw_out=True)
+        else:
+            tail = conv_norm(r.conv2, r.norm2, r.pad(mean_h), residual=skip)
         return self.to_output(self.pad(tail)) * total
 
     def _batched_stages(self) -> int:

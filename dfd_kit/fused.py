@@ -9,7 +9,9 @@ which oneDNN runs on all cores, one core sat idle for a fifth of a full-size gen
 parallel over the (sample, channel) planes (OpenMP; Jittor compiles custom kernels with
 -fopenmp). Two more: the shadows' running weighted sums (:func:`accumulate`), and
 convolutions to one or three output channels (:func:`narrow_conv`), which oneDNN
-computes in blocks of 8 channels.
+computes in blocks of 8 channels. And a channels-last path for the residual blocks and the
+upsampling before them (:func:`channels_last` and below): oneDNN convolutions called
+directly on NHWC maps, with the layout changes folded into the norm passes.
 
 They serve inference only: they have no gradient. :func:`enabled` is true inside
 ``jt.no_grad()`` on the CPU; during training, and on CUDA, every function here composes
@@ -243,4 +245,326 @@ def narrow_conv(x: jt.Var, weight: jt.Var, bias: Optional[jt.Var]) -> Optional[j
                    cpu_header=_NARROW_CONV_HEADER, cpu_src=_NARROW_CONV_SRC % o)
 
 
-__all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv"]
+# --------------------------------------------------------------------------- channels last
+# oneDNN's fastest CPU convolutions (brgconv) want channels-last (NHWC) maps. Handed
+# NCHW maps, Jittor's convolution has oneDNN transpose the input to NHWC and the output
+# back on every call, and copies the output once more: for a 32 x 512 x 512 map 6-7 ms of
+# a 21 ms convolution (bench/README.md). Inside a residual block the maps therefore stay
+# channels last: the padding that precedes the first conv writes NHWC, the norms read and
+# write NHWC, and the block's last norm, which adds the residual, writes NCHW again. The
+# transposes ride on passes over memory that happen anyway.
+
+def channels_last() -> bool:
+    """True where the channels-last convolutions apply: the fused kernels do and Jittor
+    has oneDNN (:mod:`dfd_kit.backend` links Debian's)."""
+    if not enabled():
+        return False
+    from jittor import compile_extern
+    return getattr(compile_extern, "mkl_ops", None) is not None
+
+
+_TO_NHWC_SRC = """
+    // in0: x (N, C, H, W); out0: (N, H + 2p, W + 2p, C), reflection-padded
+    const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
+    const int OH = out0_shape1, OW = out0_shape2, p = (OH - H) / 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int oy = 0; oy < OH; oy++) {
+        const int y = oy < p ? p - oy : (oy - p >= H ? 2 * (H - 1) - (oy - p) : oy - p);
+        float* d = out0_p + ((size_t)n * OH + oy) * OW * C;
+        const float* src = in0_p + ((size_t)n * C * H + y) * W;
+        // 32 pixels at a time: their C-float output block stays in L1 while every
+        // channel's row contributes 16 contiguous floats to it
+        for (int x0 = 0; x0 < W; x0 += 32) {
+            const int nx = std::min(32, W - x0);
+            float* blk = d + (size_t)(p + x0) * C;
+            for (int c = 0; c < C; c++) {
+                const float* s = src + (size_t)c * H * W + x0;
+                for (int i = 0; i < nx; i++) blk[(size_t)i * C + c] = s[i];
+            }
+        }
+        for (int x = 1; x <= p; x++) {
+            std::copy_n(d + (size_t)(p + x) * C, C, d + (size_t)(p - x) * C);
+            std::copy_n(d + (size_t)(p + W - 1 - x) * C, C, d + (size_t)(p + W - 1 + x) * C);
+        }
+    }
+"""
+
+
+def to_nhwc(x: jt.Var, pad: int = 0) -> jt.Var:
+    """(N, C, H, W) -> reflection-padded channels-last (N, H + 2 pad, W + 2 pad, C), one pass."""
+    n, c, h, w = x.shape
+    assert h > pad and w > pad, f"reflection padding {pad} needs maps larger than that, got {h} x {w}"
+    return jt.code((n, h + 2 * pad, w + 2 * pad, c), x.dtype, [x],
+                   cpu_header="#include <algorithm>", cpu_src=_TO_NHWC_SRC)
+
+
+def reflect_pad_nhwc(x: jt.Var, p: int) -> jt.Var:
+    """Reflection padding of a channels-last map (N, H, W, C) by ``p`` pixels."""
+    n, h, w, c = x.shape
+    zero, one = jt.zeros((n, c, 1, 1), x.dtype), jt.ones((n, c, 1, 1), x.dtype)
+    return normalize_nhwc(x, zero, one, jt.zeros((c,), x.dtype), pad=p)
+
+
+_CONV_NHWC_HEADER = """
+#include <dnnl.hpp>
+"""
+
+_CONV_NHWC_SRC = """
+    // in0: x (N, H, W, C) channels last, already padded; in1: w (O, C, KH, KW);
+    // out0: (N, OH, OW, O) channels last. Stride 1, no bias (the norm after it takes it).
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    static engine eng(engine::kind::cpu, 0);
+    stream strm(eng);
+    const memory::dim N = in0_shape0, H = in0_shape1, W = in0_shape2, C = in0_shape3;
+    const memory::dim O = in1_shape0, KH = in1_shape2, KW = in1_shape3;
+    const memory::dim OH = out0_shape1, OW = out0_shape2;
+    const auto f32 = memory::data_type::f32;
+    memory::desc src({N, C, H, W}, f32, tag::nhwc), dst({N, O, OH, OW}, f32, tag::nhwc);
+    memory::desc wts({O, C, KH, KW}, f32, tag::oihw), wts_any({O, C, KH, KW}, f32, tag::any);
+    // oneDNN caches the primitive, so building it per call costs microseconds
+    auto pd = convolution_forward::primitive_desc(
+        convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
+                                  src, wts_any, dst, {1, 1}, {0, 0}, {0, 0}), eng);
+    memory x_mem(src, eng, in0_p), w_mem(wts, eng, in1_p), y_mem(dst, eng, out0_p);
+    memory x_use = x_mem, w_use = w_mem, y_use = y_mem;
+    if (pd.weights_desc() != wts) {
+        w_use = memory(pd.weights_desc(), eng);
+        reorder(w_mem, w_use).execute(strm, w_mem, w_use);
+    }
+    if (pd.src_desc() != src) {   // not for any shape here; kept correct anyway
+        x_use = memory(pd.src_desc(), eng);
+        reorder(x_mem, x_use).execute(strm, x_mem, x_use);
+    }
+    if (pd.dst_desc() != dst) y_use = memory(pd.dst_desc(), eng);
+    convolution_forward(pd).execute(strm, {{DNNL_ARG_SRC, x_use}, {DNNL_ARG_WEIGHTS, w_use},
+                                           {DNNL_ARG_DST, y_use}});
+    if (pd.dst_desc() != dst) reorder(y_use, y_mem).execute(strm, y_use, y_mem);
+    strm.wait();
+"""
+
+
+def conv_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
+    """Stride-1 unpadded convolution without bias of a channels-last map:
+    x (N, H, W, C), weight (O, C, KH, KW) -> (N, H - KH + 1, W - KW + 1, O), channels last."""
+    n, h, w, c = x.shape
+    o, wc, kh, kw = weight.shape
+    assert wc == c, f"a {wc}-channel convolution got a {c}-channel map"
+    return jt.code((n, h - kh + 1, w - kw + 1, o), x.dtype, [x, weight],
+                   cpu_header=_CONV_NHWC_HEADER, cpu_src=_CONV_NHWC_SRC)
+
+
+_UP_NHWC_SRC = """
+    // in0: x (N, C, H, W); in1: w (C, O, KH, KW), Jittor's ConvTranspose layout;
+    // out0: (N, OH, OW, O) channels last. Stride 2, padding 1, no bias. oneDNN's fast
+    // transposed convolution writes a blocked layout; its reorder to channels last costs
+    // what the reorder to NCHW did, and the map then needs no transpose of its own.
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    static engine eng(engine::kind::cpu, 0);
+    stream strm(eng);
+    const memory::dim N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
+    const memory::dim O = in1_shape1, KH = in1_shape2, KW = in1_shape3;
+    const memory::dim OH = out0_shape1, OW = out0_shape2;
+    const auto f32 = memory::data_type::f32;
+    memory::desc src({N, C, H, W}, f32, tag::nchw), dst({N, O, OH, OW}, f32, tag::nhwc);
+    memory::desc wts({O, C, KH, KW}, f32, tag::iohw);
+    memory::desc src_any({N, C, H, W}, f32, tag::any), dst_any({N, O, OH, OW}, f32, tag::any),
+                 wts_any({O, C, KH, KW}, f32, tag::any);
+    auto pd = deconvolution_forward::primitive_desc(
+        deconvolution_forward::desc(prop_kind::forward_inference, algorithm::deconvolution_direct,
+                                    src_any, wts_any, dst_any, {2, 2}, {1, 1}, {1, 1}), eng);
+    memory x_mem(src, eng, in0_p), w_mem(wts, eng, in1_p), y_mem(dst, eng, out0_p);
+    memory x_use = x_mem, w_use = w_mem, y_use = y_mem;
+    if (pd.weights_desc() != wts) {
+        w_use = memory(pd.weights_desc(), eng);
+        reorder(w_mem, w_use).execute(strm, w_mem, w_use);
+    }
+    if (pd.src_desc() != src) {
+        x_use = memory(pd.src_desc(), eng);
+        reorder(x_mem, x_use).execute(strm, x_mem, x_use);
+    }
+    if (pd.dst_desc() != dst) y_use = memory(pd.dst_desc(), eng);
+    deconvolution_forward(pd).execute(strm, {{DNNL_ARG_SRC, x_use}, {DNNL_ARG_WEIGHTS, w_use},
+                                             {DNNL_ARG_DST, y_use}});
+    if (pd.dst_desc() != dst) reorder(y_use, y_mem).execute(strm, y_use, y_mem);
+    strm.wait();
+"""
+
+
+def upsample_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
+    """The auto-encoders' transposed convolution (4x4, stride 2, padding 1, no bias) of an
+    NCHW map x (N, C, H, W), weight (C, O, 4, 4) as Jittor stores it -> (N, 2H, 2W, O),
+    channels last."""
+    n, c, h, w = x.shape
+    wc, o, kh, kw = weight.shape
+    assert wc == c and (kh, kw) == (4, 4), f"expected a ({c}, O, 4, 4) weight, got {weight.shape}"
+    return jt.code((n, 2 * h, 2 * w, o), x.dtype, [x, weight],
+                   cpu_header=_CONV_NHWC_HEADER, cpu_src=_UP_NHWC_SRC)
+
+
+_MOMENTS_NHWC_SRC = """
+    // in0: x (N, H, W, C); out0 mean, out1 biased variance (N, C). One pass of sums and
+    // sums of squares in double: the cancellation in E[x^2] - E[x]^2 loses about
+    // 1e-16 x mean^2 / var, far below float precision for any activation here.
+    const int N = in0_shape0, C = in0_shape3;
+    const size_t HW = (size_t)in0_shape1 * in0_shape2;
+    const int T = omp_get_max_threads();
+    std::vector<double> part((size_t)T * 2 * C);
+    constexpr int B = 8, TILE = 256;   // 8 channels' sums in registers, over a tile of pixels in L2
+    for (int n = 0; n < N; n++) {
+        const float* x = in0_p + (size_t)n * HW * C;
+        std::fill(part.begin(), part.end(), 0.0);
+        #pragma omp parallel
+        {
+            double* sum = part.data() + (size_t)omp_get_thread_num() * 2 * C;
+            double* sq = sum + C;
+            #pragma omp for schedule(static)
+            for (size_t t0 = 0; t0 < HW; t0 += TILE) {
+                const size_t t1 = std::min(HW, t0 + TILE);
+                int c0 = 0;
+                for (; c0 + B <= C; c0 += B) {
+                    double s[B] = {0}, q[B] = {0};
+                    for (size_t i = t0; i < t1; i++) {
+                        const float* v = x + i * C + c0;
+                        #pragma GCC unroll 8
+                        for (int j = 0; j < B; j++) { const double d = v[j]; s[j] += d; q[j] += d * d; }
+                    }
+                    for (int j = 0; j < B; j++) { sum[c0 + j] += s[j]; sq[c0 + j] += q[j]; }
+                }
+                for (int c = c0; c < C; c++)
+                    for (size_t i = t0; i < t1; i++) { const double d = x[i * C + c]; sum[c] += d; sq[c] += d * d; }
+            }
+        }
+        for (int c = 0; c < C; c++) {
+            double sum = 0, sq = 0;
+            for (int t = 0; t < T; t++) { sum += part[(size_t)t * 2 * C + c]; sq += part[(size_t)t * 2 * C + C + c]; }
+            const double mean = sum / HW;
+            out0_p[(size_t)n * C + c] = (float)mean;
+            out1_p[(size_t)n * C + c] = (float)std::max(sq / HW - mean * mean, 0.0);
+        }
+    }
+"""
+
+
+def moments_nhwc(x: jt.Var) -> Tuple[jt.Var, jt.Var]:
+    """:func:`moments` of a channels-last map (N, H, W, C): each (N, C, 1, 1)."""
+    n, c = x.shape[0], x.shape[3]
+    mean, var = jt.code([(n, c), (n, c)], [x.dtype, x.dtype], [x],
+                        cpu_header="#include <omp.h>\n#include <vector>\n#include <algorithm>",
+                        cpu_src=_MOMENTS_NHWC_SRC)
+    return mean.reshape(n, c, 1, 1), var.reshape(n, c, 1, 1)
+
+
+def _norm_nhwc_src(relu: bool, residual: Optional[str], nchw_out: bool, accumulate: bool) -> str:
+    # in0: y (N, H, W, C); in1: mean, in2: scale (N, C); in3: bias (C); then the residual
+    # ("nchw": (N, C, H, W); "nhwc": (N, H + 2 rp, W + 2 rp, C), padded by rp), or the
+    # running sum (1, H, W, C) and its weights (N,).
+    act = "v = v > 0.f ? v : 0.f;" if relu else ""
+    if nchw_out:   # (N, C, H, W), no padding: the end of a residual block
+        res = {None: "", "nchw": "v += r[x];", "nhwc": "v += r[(size_t)x * C];"}[residual]
+        r = {None: "",
+             "nchw": "const float* r = in4_p + o;",
+             "nhwc": "const float* r = in4_p + (((size_t)n * RH + y + rp) * RW + rp) * C + c;"}[residual]
+        return f"""
+    const int N = in0_shape0, H = in0_shape1, W = in0_shape2, C = in0_shape3;
+    {"const int RH = in4_shape1, RW = in4_shape2, rp = (RH - H) / 2;" if residual == "nhwc" else ""}
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++) {{
+        const float* row = in0_p + ((size_t)n * H + y) * W * C;
+        // channel by channel, whole rows of the output at a time (measured faster than
+        // small blocks of pixels, which write to C planes at once)
+        for (int c = 0; c < C; c++) {{
+            const float m = in1_p[n * C + c], k = in2_p[n * C + c], b = in3_p[c];
+            const float* s = row + c;
+            const size_t o = (((size_t)n * C + c) * H + y) * W;
+            float* d = out0_p + o;
+            {r}
+            for (int x = 0; x < W; x++) {{ float v = (s[(size_t)x * C] - m) * k + b; {res} {act} d[x] = v; }}
+        }}
+    }}
+"""
+    if accumulate:   # (1, H, W, C) = acc + sum_b a[b] * result[b]
+        return f"""
+    const int B = in0_shape0, H = in0_shape1, W = in0_shape2, C = in0_shape3;
+    const size_t row = (size_t)W * C;
+    #pragma omp parallel for schedule(static)
+    for (int y = 0; y < H; y++) {{
+        float* d = out0_p + (size_t)y * row;
+        std::copy_n(in4_p + (size_t)y * row, row, d);
+        for (int bi = 0; bi < B; bi++) {{
+            const float a = in5_p[bi];
+            const float* m = in1_p + (size_t)bi * C, * k = in2_p + (size_t)bi * C, * b = in3_p;
+            const float* s = in0_p + ((size_t)bi * H + y) * row;
+            for (int x = 0; x < W; x++)
+                for (int c = 0; c < C; c++) {{ float v = (s[x * C + c] - m[c]) * k[c] + b[c]; {act} d[x * C + c] += a * v; }}
+        }}
+    }}
+"""
+    return f"""
+    const int N = in0_shape0, H = in0_shape1, W = in0_shape2, C = in0_shape3;
+    const int OH = out0_shape1, OW = out0_shape2, p = (OH - H) / 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++) {{
+        const float* m = in1_p + (size_t)n * C, * k = in2_p + (size_t)n * C, * b = in3_p;
+        const float* s = in0_p + ((size_t)n * H + y) * W * C;
+        const size_t o = (((size_t)n * OH + y + p) * OW + p) * C;
+        float* d = out0_p + o;
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++) {{ float v = (s[x * C + c] - m[c]) * k[c] + b[c]; {act} d[x * C + c] = v; }}
+        for (int x = 1; x <= p; x++) {{
+            std::copy_n(d + (size_t)x * C, C, d - (size_t)x * C);
+            std::copy_n(d + (size_t)(W - 1 - x) * C, C, d + (size_t)(W - 1 + x) * C);
+        }}
+    }}
+    // the padding rows, copied from the rows above once those are written
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 1; y <= p; y++) {{
+        float* img = out0_p + (size_t)n * OH * OW * C;
+        std::copy_n(img + (size_t)(p + y) * OW * C, (size_t)OW * C, img + (size_t)(p - y) * OW * C);
+        std::copy_n(img + (size_t)(p + H - 1 - y) * OW * C, (size_t)OW * C, img + (size_t)(p + H - 1 + y) * OW * C);
+    }}
+"""
+
+
+def normalize_nhwc(y: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, relu: bool = False,
+                   residual: Optional[jt.Var] = None, pad: int = 0, nchw_out: bool = False,
+                   accumulate: Optional[Tuple[Optional[jt.Var], jt.Var]] = None) -> jt.Var:
+    """:func:`normalize` of a channels-last map y (N, H, W, C). The result is channels last
+    and reflection-padded by ``pad``, or with ``nchw_out`` (N, C, H, W), where a
+    ``residual`` may be added: (N, C, H, W), or channels last (N, H + 2 q, W + 2 q, C), the
+    padded input of the block. ``accumulate=(acc, a)``: return acc + sum_n a[n] * result[n]
+    instead (acc (1, H, W, C) or None for zeros, ``a`` an (N,) Var; no padding): the
+    shadows' running weighted sum without a pass of its own."""
+    n, h, w, c = y.shape
+    assert not (residual is not None and not nchw_out), "a residual is added at a block's NCHW end"
+    assert not (nchw_out and pad), "NCHW output is not padded"
+    assert not (accumulate and (pad or nchw_out)), "a running sum is channels last and unpadded"
+    assert h > pad and w > pad, f"reflection padding {pad} needs maps larger than that, got {h} x {w}"
+    mean = mean.broadcast((n, c, 1, 1)).reshape(n, c)
+    scale = scale.broadcast((n, c, 1, 1)).reshape(n, c)
+    inputs, layout = [y, mean, scale, bias], None
+    if residual is not None:
+        inputs.append(residual)
+        layout = "nchw" if tuple(residual.shape) == (n, c, h, w) else "nhwc"
+        if layout == "nhwc":
+            rn, rh, rw, rc = residual.shape
+            assert (rn, rc) == (n, c) and rh - h == rw - w >= 0 and (rh - h) % 2 == 0, \
+                f"residual {residual.shape} does not fit a {y.shape} map"
+    if accumulate is not None:
+        acc, a = accumulate
+        if acc is None:
+            acc = jt.zeros((1, h, w, c), y.dtype)
+        inputs += [acc, a]
+    shape = (n, c, h, w) if nchw_out else (1 if accumulate else n, h + 2 * pad, w + 2 * pad, c)
+    return jt.code(shape, y.dtype, inputs, cpu_header="#include <algorithm>",
+                   cpu_src=_norm_nhwc_src(relu, layout, nchw_out, accumulate is not None))
+
+
+__all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv",
+           "channels_last", "to_nhwc", "conv_nhwc", "moments_nhwc", "normalize_nhwc",
+           "reflect_pad_nhwc", "upsample_nhwc"]

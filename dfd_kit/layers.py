@@ -52,6 +52,24 @@ class Norm2d(nn.Module):
         scale = self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
         return fused.normalize(x, mean, scale, self.bias, relu, residual, pad)
 
+    def normalize_nhwc(self, y: jt.Var, relu: bool = False, residual=None, pad: int = 0,
+                       nchw_out: bool = False, missing_bias=None, accumulate=None) -> jt.Var:
+        """:meth:`normalize` of a channels-last map (N, H, W, C), at inference on the CPU
+        (:func:`dfd_kit.fused.normalize_nhwc` has the layouts and the options)."""
+        if self.stats == "sample":
+            mean, var = fused.moments_nhwc(y)
+        else:
+            mean, var = self.statistics(None)
+            if missing_bias is not None:
+                mean = mean - missing_bias.reshape(1, -1, 1, 1)
+        scale = self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
+        return fused.normalize_nhwc(y, mean, scale, self.bias, relu, residual, pad, nchw_out, accumulate)
+
+    def batch_statistics(self) -> bool:
+        """True while this norm divides by statistics over the batch (running statistics,
+        training): those the channels-last path does not compute."""
+        return self.stats == "running" and self.is_training()
+
     def statistics(self, x: jt.Var):
         """(mean, var), each (N or 1, C, 1, 1), that this norm divides by."""
         if self.stats == "sample":
@@ -86,6 +104,15 @@ def conv_norm(conv: nn.Module, norm: Norm2d, x: jt.Var, relu: bool = False, resi
     finally:
         conv.bias = bias
     return norm.normalize(y, relu, residual, pad, missing_bias=bias)
+
+
+def conv_norm_nhwc(conv: nn.Module, norm: Norm2d, x: jt.Var, relu: bool = False, residual=None,
+                   pad: int = 0, nchw_out: bool = False, accumulate=None) -> jt.Var:
+    """:func:`conv_norm` of a padded channels-last map x (N, H, W, C) with a stride-1,
+    unpadded ``conv``, at inference on the CPU (:func:`dfd_kit.fused.channels_last`); the
+    result as :meth:`Norm2d.normalize_nhwc` lays it out. The bias goes to the norm, as there."""
+    return norm.normalize_nhwc(fused.conv_nhwc(x, conv.weight), relu, residual, pad, nchw_out,
+                               missing_bias=conv.bias, accumulate=accumulate)
 
 
 class OutputConv(nn.Conv2d):
@@ -124,8 +151,20 @@ class ResnetBlock(nn.Module):
         self.norm2 = Norm2d(channels, stats, track_running)
 
     def execute(self, x: jt.Var) -> jt.Var:
+        if self.channels_last():
+            return self.execute_nhwc(fused.to_nhwc(x, 1))
         h = conv_norm(self.conv1, self.norm1, self.pad(x), relu=True, pad=1)   # padded for conv2
         return conv_norm(self.conv2, self.norm2, h, residual=x)
+
+    def channels_last(self) -> bool:
+        return fused.channels_last() and not (self.norm1.batch_statistics() or self.norm2.batch_statistics())
+
+    def execute_nhwc(self, x: jt.Var) -> jt.Var:
+        """The block at inference on the CPU, channels last inside (see :mod:`dfd_kit.fused`):
+        x is the input reflection-padded by 1, channels last (N, H + 2, W + 2, C); the result
+        is NCHW (N, C, H, W)."""
+        h = conv_norm_nhwc(self.conv1, self.norm1, x, relu=True, pad=1)
+        return conv_norm_nhwc(self.conv2, self.norm2, h, residual=x, nchw_out=True)
 
 
 class Down(nn.Module):
@@ -151,6 +190,12 @@ class Up(nn.Module):
     def execute(self, x):
         return conv_norm(self.conv, self.norm, x)
 
+    def execute_nhwc(self, x: jt.Var, pad: int) -> jt.Var:
+        """At inference on the CPU: NCHW x -> the result channels last, reflection-padded by
+        ``pad``: what a residual block (:meth:`ResnetBlock.execute_nhwc`) takes."""
+        return self.norm.normalize_nhwc(fused.upsample_nhwc(x, self.conv.weight), pad=pad,
+                                        missing_bias=self.conv.bias)
+
 
 class Stage(nn.Module):
     """One resolution step of an auto-encoder: a resampling block and a residual block,
@@ -160,7 +205,11 @@ class Stage(nn.Module):
         self.resample, self.res, self.resample_first = resample, res, resample_first
 
     def execute(self, x):
-        return self.res(self.resample(x)) if self.resample_first else self.resample(self.res(x))
+        if not self.resample_first:
+            return self.resample(self.res(x))
+        if isinstance(self.resample, Up) and self.res.channels_last() and not self.resample.norm.batch_statistics():
+            return self.res.execute_nhwc(self.resample.execute_nhwc(x, pad=1))
+        return self.res(self.resample(x))
 
 
 class MappedLinear(nn.Module):

@@ -293,3 +293,91 @@ def test_generator_and_decoders_agree_between_training_ops_and_fused_kernels():
     crop = jt.array(rng.uniform(-1, 1, (1, 1, 64, 64)).astype(np.float32))
     plain, fast = _grad_mode_and_inference(lambda: enc(crop))
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * max(1.0, np.abs(plain).max()))
+
+
+def _needs_channels_last():
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    with jt.no_grad():
+        if not fused.channels_last():
+            pytest.skip("no oneDNN: the channels-last path is not used")
+
+
+@pytest.mark.parametrize("c", [5, 16, 20])   # 5 and 20: channels past the blocks of 8
+def test_channels_last_moments_match_float64_statistics(c):
+    import jittor as jt
+
+    from dfd_kit import fused
+
+    _needs_channels_last()
+    a = np.random.default_rng(c).normal(3.0, 2.0, (2, 13, 21, c)).astype(np.float32)
+    with jt.no_grad():
+        mean, var = (v.numpy()[..., 0, 0] for v in fused.moments_nhwc(jt.array(a)))
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(mean, a64.mean((1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(var, a64.var((1, 2)), rtol=1e-5)
+
+
+def _randomise(module, seed):
+    import jittor as jt
+
+    rng = np.random.default_rng(seed)
+    for name, p in module.state_dict().items():
+        if name.endswith("running_var"):
+            v = rng.uniform(0.5, 2.0, p.shape)
+        else:   # weights, biases, running means: all away from 0 so that each one matters
+            v = rng.normal(0.3, 0.5, p.shape)
+        p.assign(jt.array(v.astype(np.float32)))
+
+
+@pytest.mark.parametrize("stats,c,n,size", [("running", 16, 3, 11), ("sample", 24, 2, 16), ("running", 5, 1, 9),
+                                            ("sample", 12, 1, 7)])
+def test_channels_last_blocks_equal_the_nchw_path(stats, c, n, size, monkeypatch):
+    """A residual block and an upsampling stage at inference: channels last inside (oneDNN
+    without layout conversions) and the NCHW fused path give the same numbers."""
+    import jittor as jt
+
+    from dfd_kit import fused
+    from dfd_kit.layers import ResnetBlock, Stage, Up
+
+    _needs_channels_last()
+    block = ResnetBlock(c, stats, track_running=stats == "running").eval()
+    stage = Stage(Up(c, c // 2 + 1, stats), ResnetBlock(c // 2 + 1, stats), True).eval()
+    _randomise(block, 1)
+    _randomise(stage, 2)
+    x = jt.array(np.random.default_rng(3).standard_normal((n, c, size, size)).astype(np.float32))
+    calls = []
+    conv_nhwc = fused.conv_nhwc
+    monkeypatch.setattr(fused, "conv_nhwc", lambda *a: calls.append(1) or conv_nhwc(*a))
+    with jt.no_grad():
+        fast = [block(x).numpy(), stage(x).numpy()]
+        assert len(calls) == 4   # both blocks took the channels-last path
+        monkeypatch.setattr(fused, "channels_last", lambda: False)
+        plain = [block(x).numpy(), stage(x).numpy()]
+    for f, p in zip(fast, plain):
+        assert f.shape == p.shape
+        np.testing.assert_allclose(f, p, rtol=0, atol=1e-5 * max(1.0, np.abs(p).max()))
+
+
+def test_channels_last_shadow_sum_equals_the_nchw_path(monkeypatch):
+    """The shadows' weighted sum with the norm kernel adding each row to the running sum
+    (channels last) and with separate passes (NCHW): the same sum."""
+    import jittor as jt
+
+    from dfd_kit import fused
+    from dfd_kit.embedding import LatentDecoder
+
+    _needs_channels_last()
+    monkeypatch.setattr(LatentDecoder, "ROW_BYTES", 64 << 10)   # the last stages row by row too
+    n = DEMO.nets
+    dec = _decoder(128, n.decoder_channels, n.latent_dim, seed=4)
+    rng = np.random.default_rng(4)
+    z = jt.array(rng.standard_normal((7, n.latent_dim)).astype(np.float32))
+    w = rng.uniform(0.01, 0.5, 7)
+    with jt.no_grad():
+        fast = dec.weighted_sum(z, w).numpy()
+        monkeypatch.setattr(fused, "channels_last", lambda: False)
+        plain = dec.weighted_sum(z, w).numpy()
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5 * np.abs(plain).max())
