@@ -14,10 +14,11 @@ system:
 	@bash scripts/setup_system.sh
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/jupyterlab_settings.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) scripts/jupyterlab_settings.py
 	@touch $@
 
 node: node_modules/.installed

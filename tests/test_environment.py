@@ -47,3 +47,28 @@ def test_environment_uses_python_311_and_numpy_below_2():
     env = _env_requirements(ROOT / "environment.yml")
     assert env["python"] == "python==3.11"
     assert "<2" in env["numpy"]
+
+
+def test_jupyterlab_settings_are_written_and_merged(tmp_path):
+    """scripts/jupyterlab_settings.py (run by `make setup` and binder/postBuild) turns comms
+    over kernel subshells off in an environment's JupyterLab, keeping other overrides."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("jl_settings", ROOT / "scripts" / "jupyterlab_settings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+                                "@jupyterlab/apputils-extension:kernels-settings": {"showStatusBarItem": False}}))
+    assert mod.write_overrides(tmp_path) == path
+    got = json.loads(path.read_text())
+    assert got["@jupyterlab/apputils-extension:kernels-settings"] == {"showStatusBarItem": False,
+                                                                      "commsOverSubshells": "disabled"}
+    assert got["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    # the setting exists in the JupyterLab this project installs
+    import sys
+
+    kernels = Path(sys.prefix) / "share/jupyter/lab/schemas/@jupyterlab/apputils-extension/kernels-settings.json"
+    assert "commsOverSubshells" in json.loads(kernels.read_text())["properties"]
