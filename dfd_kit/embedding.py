@@ -59,11 +59,11 @@ class LatentDecoder(nn.Module):
         return self.to_output(self.pad(self.stages(self.res_in(h))))
 
     #: Most rows a shadow decodes together: K = 15 (the official default) in one chunk, so
-    #: each convolution's weights are laid out for oneDNN once. A chunk is padded to a
-    #: multiple of :attr:`CHUNK_STEP` rows (padding rows weigh nothing), which keeps the
-    #: batch shapes Jittor sees to four, none of them a batch of one.
+    #: each convolution's weights are laid out for oneDNN once. Chunks are balanced and at
+    #: least two rows (a lone row is padded with a copy that weighs nothing): a batch of one
+    #: would change Jittor's broadcasting and compile new kernels; other batch sizes share
+    #: the kernels already compiled.
     CHUNK = 16
-    CHUNK_STEP = 4
     #: A stage runs on the whole chunk while one row's output is at most this large; larger
     #: maps (the official remainder's 256 and 512 px stages) go row by row, which keeps the
     #: shadows' extra memory near one row's activations.
@@ -103,7 +103,7 @@ class LatentDecoder(nn.Module):
         batched = self._batched_stages()
         r, mean_before, mean_h = last.res, None, None
         chunks = -(-len(w) // self.CHUNK)
-        size = -(-len(w) // (chunks * self.CHUNK_STEP)) * self.CHUNK_STEP   # balanced, padded
+        size = max(2, -(-len(w) // chunks))   # balanced
         for first in range(0, len(w), size):
             rows = list(range(first, min(len(w), first + size)))
             share = np.zeros(size, np.float32)   # padding rows weigh nothing

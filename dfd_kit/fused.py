@@ -245,6 +245,37 @@ def narrow_conv(x: jt.Var, weight: jt.Var, bias: Optional[jt.Var]) -> Optional[j
                    cpu_header=_NARROW_CONV_HEADER, cpu_src=_NARROW_CONV_SRC % o)
 
 
+_PASTE_SRC = """
+    // in0: the remainder's map (N, C, H, W); in1..in4: the parts' maps (N, C, S_k, S_k) in
+    // paste order; in5: owner (H, W) int32, -1 where the remainder shows, else the index of
+    // the part; in6: (4, 2) int32, x and y of each part's box.
+    const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
+    const float* parts[4] = {in1_p, in2_p, in3_p, in4_p};
+    const int sizes[4] = {(int)in1_shape2, (int)in2_shape2, (int)in3_shape2, (int)in4_shape2};
+    #pragma omp parallel for schedule(static)
+    for (int nc = 0; nc < N * C; nc++) {
+        float* d = out0_p + (size_t)nc * H * W;
+        std::copy_n(in0_p + (size_t)nc * H * W, (size_t)H * W, d);
+        for (int k = 0; k < 4; k++) {   // only inside each box does a pixel change hands
+            const int S = sizes[k], bx = in6_p[2 * k], by = in6_p[2 * k + 1];
+            const float* src = parts[k] + (size_t)nc * S * S;
+            for (int y = 0; y < S && by + y < H; y++)
+                for (int x = 0; x < S && bx + x < W; x++)
+                    if (in5_p[(by + y) * W + bx + x] == k) d[(size_t)(by + y) * W + bx + x] = src[y * S + x];
+        }
+    }
+"""
+
+
+def paste(remainder: jt.Var, parts, owner: jt.Var, corners: jt.Var) -> jt.Var:
+    """The face map at inference, one pass on every core: where ``owner`` (H, W) int32 is
+    -1 the remainder's map, where it is k the k-th of the four ``parts`` maps, whose box
+    starts at ``corners[k]`` = (x, y). See :func:`dfd_kit.mapping.paste_feature_maps`."""
+    assert len(parts) == 4, "four parts are pasted into the remainder"
+    return jt.code(remainder.shape, remainder.dtype, [remainder, *parts, owner, corners],
+                   cpu_header="#include <algorithm>", cpu_src=_PASTE_SRC)
+
+
 # --------------------------------------------------------------------------- channels last
 # oneDNN's fastest CPU convolutions (brgconv) want channels-last (NHWC) maps. Handed
 # NCHW maps, Jittor's convolution has oneDNN transpose the input to NHWC and the output
@@ -357,18 +388,18 @@ def conv_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
 
 _UP_NHWC_SRC = """
     // in0: x (N, C, H, W); in1: w (C, O, KH, KW), Jittor's ConvTranspose layout;
-    // out0: (N, OH, OW, O) channels last. Stride 2, padding 1, no bias. oneDNN's fast
-    // transposed convolution writes a blocked layout; its reorder to channels last costs
-    // what the reorder to NCHW did, and the map then needs no transpose of its own.
+    // out0: (N, OH, OW, O) channels last, or where O is a multiple of 16 (N, O/16, OH, OW, 16),
+    // the blocked layout oneDNN's fast transposed convolution writes (no reorder at all).
+    // Stride 2, padding 1, no bias.
     using namespace dnnl;
     using tag = memory::format_tag;
     static engine eng(engine::kind::cpu, 0);
     stream strm(eng);
     const memory::dim N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
     const memory::dim O = in1_shape1, KH = in1_shape2, KW = in1_shape3;
-    const memory::dim OH = out0_shape1, OW = out0_shape2;
+    const memory::dim OH = DST_H, OW = DST_W;
     const auto f32 = memory::data_type::f32;
-    memory::desc src({N, C, H, W}, f32, tag::nchw), dst({N, O, OH, OW}, f32, tag::nhwc);
+    memory::desc src({N, C, H, W}, f32, tag::nchw), dst({N, O, OH, OW}, f32, DST_TAG);
     memory::desc wts({O, C, KH, KW}, f32, tag::iohw);
     memory::desc src_any({N, C, H, W}, f32, tag::any), dst_any({N, O, OH, OW}, f32, tag::any),
                  wts_any({O, C, KH, KW}, f32, tag::any);
@@ -395,13 +426,69 @@ _UP_NHWC_SRC = """
 
 def upsample_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
     """The auto-encoders' transposed convolution (4x4, stride 2, padding 1, no bias) of an
-    NCHW map x (N, C, H, W), weight (C, O, 4, 4) as Jittor stores it -> (N, 2H, 2W, O),
-    channels last."""
+    NCHW map x (N, C, H, W), weight (C, O, 4, 4) as Jittor stores it -> channels last
+    (N, 2H, 2W, O), or where O is a multiple of 16 blocked (N, O/16, 2H, 2W, 16): the layout
+    oneDNN computes in, which :func:`normalize_blocked` turns into channels last in the pass
+    it makes anyway (a reorder of its own cost 3.5 ms a row at 32 x 512 x 512)."""
     n, c, h, w = x.shape
     wc, o, kh, kw = weight.shape
     assert wc == c and (kh, kw) == (4, 4), f"expected a ({c}, O, 4, 4) weight, got {weight.shape}"
-    return jt.code((n, 2 * h, 2 * w, o), x.dtype, [x, weight],
-                   cpu_header=_CONV_NHWC_HEADER, cpu_src=_UP_NHWC_SRC)
+    blocked = o % 16 == 0
+    shape = (n, o // 16, 2 * h, 2 * w, 16) if blocked else (n, 2 * h, 2 * w, o)
+    src = _UP_NHWC_SRC.replace("DST_TAG", "tag::nChw16c" if blocked else "tag::nhwc")
+    src = src.replace("DST_H", "out0_shape2" if blocked else "out0_shape1")
+    src = src.replace("DST_W", "out0_shape3" if blocked else "out0_shape2")
+    return jt.code(shape, x.dtype, [x, weight], cpu_header=_CONV_NHWC_HEADER, cpu_src=src)
+
+
+_NORM_BLOCKED_SRC = """
+    // in0: y (N, C/16, H, W, 16); in1: mean, in2: scale (N, C); in3: bias (C);
+    // out0: (N, H + 2p, W + 2p, C) channels last, reflection-padded
+    const int N = in0_shape0, CB = in0_shape1, H = in0_shape2, W = in0_shape3, C = CB * 16;
+    const int OH = out0_shape1, OW = out0_shape2, p = (OH - H) / 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++) {
+        float* d = out0_p + (((size_t)n * OH + y + p) * OW + p) * C;
+        for (int cb = 0; cb < CB; cb++) {   // 16 channels' rows, 64 contiguous bytes a pixel
+            const float* s = in0_p + (((size_t)n * CB + cb) * H + y) * W * 16;
+            const float* m = in1_p + (size_t)n * C + cb * 16, * k = in2_p + (size_t)n * C + cb * 16;
+            const float* b = in3_p + cb * 16;
+            for (int x = 0; x < W; x++)
+                for (int j = 0; j < 16; j++) d[(size_t)x * C + cb * 16 + j] = (s[x * 16 + j] - m[j]) * k[j] + b[j];
+        }
+        for (int x = 1; x <= p; x++) {
+            std::copy_n(d + (size_t)x * C, C, d - (size_t)x * C);
+            std::copy_n(d + (size_t)(W - 1 - x) * C, C, d + (size_t)(W - 1 + x) * C);
+        }
+    }
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+    for (int y = 1; y <= p; y++) {
+        float* img = out0_p + (size_t)n * OH * OW * C;
+        std::copy_n(img + (size_t)(p + y) * OW * C, (size_t)OW * C, img + (size_t)(p - y) * OW * C);
+        std::copy_n(img + (size_t)(p + H - 1 - y) * OW * C, (size_t)OW * C, img + (size_t)(p + H - 1 + y) * OW * C);
+    }
+"""
+
+
+def normalize_blocked(y: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, pad: int = 0) -> jt.Var:
+    """(y - mean) * scale + bias of a blocked map y (N, C/16, H, W, 16) -> channels last
+    (N, H + 2 pad, W + 2 pad, C), reflection-padded; mean, scale (N or 1, C, 1, 1)."""
+    n, cb, h, w, _ = y.shape
+    c = cb * 16
+    assert h > pad and w > pad, f"reflection padding {pad} needs maps larger than that, got {h} x {w}"
+    mean = mean.broadcast((n, c, 1, 1)).reshape(n, c)
+    scale = scale.broadcast((n, c, 1, 1)).reshape(n, c)
+    return jt.code((n, h + 2 * pad, w + 2 * pad, c), y.dtype, [y, mean, scale, bias],
+                   cpu_header="#include <algorithm>", cpu_src=_NORM_BLOCKED_SRC)
+
+
+def moments_blocked(y: jt.Var) -> Tuple[jt.Var, jt.Var]:
+    """:func:`moments` of a blocked map (N, C/16, H, W, 16): each (N, C, 1, 1)."""
+    n, cb, h, w, _ = y.shape
+    mean, var = moments_nhwc(y.reshape(n * cb, h, w, 16))   # each 16-channel block is an NHWC map
+    return mean.reshape(n, cb * 16, 1, 1), var.reshape(n, cb * 16, 1, 1)
 
 
 _MOMENTS_NHWC_SRC = """
@@ -567,4 +654,5 @@ def normalize_nhwc(y: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, relu: b
 
 __all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv",
            "channels_last", "to_nhwc", "conv_nhwc", "moments_nhwc", "normalize_nhwc",
-           "reflect_pad_nhwc", "upsample_nhwc"]
+           "reflect_pad_nhwc", "upsample_nhwc", "normalize_blocked",
+           "moments_blocked", "paste"]

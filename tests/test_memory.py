@@ -82,3 +82,25 @@ def test_shadows_are_turned_off_with_a_message_when_memory_is_short(params_copy,
 
 def test_available_memory_is_a_positive_number_of_bytes():
     assert pipeline.available_memory() > 0
+
+
+def test_mapped_linear_matches_numpy_and_reports_a_truncated_file(tmp_path, monkeypatch):
+    """The slice-by-slice mapped product equals x W^T + b (several slices, a last short one,
+    slices not on page boundaries), and a weight file cut short is an OSError that says so."""
+    import jittor as jt
+
+    from dfd_kit.layers import MappedLinear
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((37, 1000)).astype(np.float32)
+    b = rng.standard_normal(37).astype(np.float32)
+    np.save(tmp_path / "w.npy", w)
+    lin = MappedLinear(np.load(tmp_path / "w.npy", mmap_mode="r"), b)
+    monkeypatch.setattr(MappedLinear, "SLICE_BYTES", 5 * 4 * 1000)   # 5 rows a slice: 8 slices
+    x = rng.standard_normal((3, 1000)).astype(np.float32)
+    got = lin(jt.array(x)).numpy()
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4, atol=1e-3)
+    with open(tmp_path / "w.npy", "r+b") as f:
+        f.truncate(lin.offset + 4 * 1000 * 30)
+    with pytest.raises(OSError, match="shorter than its header says"):
+        lin(jt.array(x))
