@@ -339,6 +339,29 @@ def reflect_pad_nhwc(x: jt.Var, p: int) -> jt.Var:
 
 _CONV_NHWC_HEADER = """
 #include <dnnl.hpp>
+// Run a oneDNN (de)convolution on the caller's buffers: the weights reordered to the layout
+// the primitive chose, the source and destination too where it chose another than theirs.
+template <class Primitive>
+static void dfd_execute(const typename Primitive::primitive_desc& pd, const dnnl::engine& eng,
+                        const dnnl::memory::desc& src, void* x, const dnnl::memory::desc& wts, void* w,
+                        const dnnl::memory::desc& dst, void* y) {
+    using namespace dnnl;
+    stream strm(eng);
+    memory x_mem(src, eng, x), w_mem(wts, eng, w), y_mem(dst, eng, y);
+    memory x_use = x_mem, w_use = w_mem, y_use = y_mem;
+    if (pd.weights_desc() != wts) {
+        w_use = memory(pd.weights_desc(), eng);
+        reorder(w_mem, w_use).execute(strm, w_mem, w_use);
+    }
+    if (pd.src_desc() != src) {
+        x_use = memory(pd.src_desc(), eng);
+        reorder(x_mem, x_use).execute(strm, x_mem, x_use);
+    }
+    if (pd.dst_desc() != dst) y_use = memory(pd.dst_desc(), eng);
+    Primitive(pd).execute(strm, {{DNNL_ARG_SRC, x_use}, {DNNL_ARG_WEIGHTS, w_use}, {DNNL_ARG_DST, y_use}});
+    if (pd.dst_desc() != dst) reorder(y_use, y_mem).execute(strm, y_use, y_mem);
+    strm.wait();
+}
 """
 
 _CONV_NHWC_SRC = """
@@ -347,7 +370,6 @@ _CONV_NHWC_SRC = """
     using namespace dnnl;
     using tag = memory::format_tag;
     static engine eng(engine::kind::cpu, 0);
-    stream strm(eng);
     const memory::dim N = in0_shape0, H = in0_shape1, W = in0_shape2, C = in0_shape3;
     const memory::dim O = in1_shape0, KH = in1_shape2, KW = in1_shape3;
     const memory::dim OH = out0_shape1, OW = out0_shape2;
@@ -358,21 +380,7 @@ _CONV_NHWC_SRC = """
     auto pd = convolution_forward::primitive_desc(
         convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
                                   src, wts_any, dst, {1, 1}, {0, 0}, {0, 0}), eng);
-    memory x_mem(src, eng, in0_p), w_mem(wts, eng, in1_p), y_mem(dst, eng, out0_p);
-    memory x_use = x_mem, w_use = w_mem, y_use = y_mem;
-    if (pd.weights_desc() != wts) {
-        w_use = memory(pd.weights_desc(), eng);
-        reorder(w_mem, w_use).execute(strm, w_mem, w_use);
-    }
-    if (pd.src_desc() != src) {   // not for any shape here; kept correct anyway
-        x_use = memory(pd.src_desc(), eng);
-        reorder(x_mem, x_use).execute(strm, x_mem, x_use);
-    }
-    if (pd.dst_desc() != dst) y_use = memory(pd.dst_desc(), eng);
-    convolution_forward(pd).execute(strm, {{DNNL_ARG_SRC, x_use}, {DNNL_ARG_WEIGHTS, w_use},
-                                           {DNNL_ARG_DST, y_use}});
-    if (pd.dst_desc() != dst) reorder(y_use, y_mem).execute(strm, y_use, y_mem);
-    strm.wait();
+    dfd_execute<convolution_forward>(pd, eng, src, in0_p, wts, in1_p, dst, out0_p);
 """
 
 
@@ -394,7 +402,6 @@ _UP_NHWC_SRC = """
     using namespace dnnl;
     using tag = memory::format_tag;
     static engine eng(engine::kind::cpu, 0);
-    stream strm(eng);
     const memory::dim N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
     const memory::dim O = in1_shape1, KH = in1_shape2, KW = in1_shape3;
     const memory::dim OH = DST_H, OW = DST_W;
@@ -406,21 +413,7 @@ _UP_NHWC_SRC = """
     auto pd = deconvolution_forward::primitive_desc(
         deconvolution_forward::desc(prop_kind::forward_inference, algorithm::deconvolution_direct,
                                     src_any, wts_any, dst_any, {2, 2}, {1, 1}, {1, 1}), eng);
-    memory x_mem(src, eng, in0_p), w_mem(wts, eng, in1_p), y_mem(dst, eng, out0_p);
-    memory x_use = x_mem, w_use = w_mem, y_use = y_mem;
-    if (pd.weights_desc() != wts) {
-        w_use = memory(pd.weights_desc(), eng);
-        reorder(w_mem, w_use).execute(strm, w_mem, w_use);
-    }
-    if (pd.src_desc() != src) {
-        x_use = memory(pd.src_desc(), eng);
-        reorder(x_mem, x_use).execute(strm, x_mem, x_use);
-    }
-    if (pd.dst_desc() != dst) y_use = memory(pd.dst_desc(), eng);
-    deconvolution_forward(pd).execute(strm, {{DNNL_ARG_SRC, x_use}, {DNNL_ARG_WEIGHTS, w_use},
-                                             {DNNL_ARG_DST, y_use}});
-    if (pd.dst_desc() != dst) reorder(y_use, y_mem).execute(strm, y_use, y_mem);
-    strm.wait();
+    dfd_execute<deconvolution_forward>(pd, eng, src, in0_p, wts, in1_p, dst, out0_p);
 """
 
 

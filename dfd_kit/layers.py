@@ -59,26 +59,25 @@ class Norm2d(nn.Module):
                        nchw_out: bool = False, missing_bias=None, accumulate=None) -> jt.Var:
         """:meth:`normalize` of a channels-last map (N, H, W, C), at inference on the CPU
         (:func:`dfd_kit.fused.normalize_nhwc` has the layouts and the options)."""
-        if self.stats == "sample":
-            mean, var = fused.moments_nhwc(y)
-        else:
-            mean, var = self.statistics(None)
-            if missing_bias is not None:
-                mean = mean - missing_bias.reshape(1, -1, 1, 1)
-        scale = self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
+        mean, scale = self._inference_transform(fused.moments_nhwc, y, missing_bias)
         return fused.normalize_nhwc(y, mean, scale, self.bias, relu, residual, pad, nchw_out, accumulate)
 
     def normalize_blocked(self, y: jt.Var, pad: int = 0, missing_bias=None) -> jt.Var:
         """The norm of a blocked map (N, C/16, H, W, 16), as oneDNN's transposed convolution
         writes it, to a reflection-padded channels-last map (:func:`dfd_kit.fused.normalize_blocked`)."""
+        mean, scale = self._inference_transform(fused.moments_blocked, y, missing_bias)
+        return fused.normalize_blocked(y, mean, scale, self.bias, pad)
+
+    def _inference_transform(self, moments, y: jt.Var, missing_bias):
+        """(mean, scale) of the channels-last and blocked paths: ``moments(y)`` for per-sample
+        statistics, else the running ones with a left-out conv bias absorbed."""
         if self.stats == "sample":
-            mean, var = fused.moments_blocked(y)
+            mean, var = moments(y)
         else:
             mean, var = self.statistics(None)
             if missing_bias is not None:
                 mean = mean - missing_bias.reshape(1, -1, 1, 1)
-        scale = self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
-        return fused.normalize_blocked(y, mean, scale, self.bias, pad)
+        return mean, self.weight.reshape(1, -1, 1, 1) / jt.sqrt(var + self.eps)
 
     def batch_statistics(self) -> bool:
         """True while this norm divides by statistics over the batch (running statistics,
