@@ -114,7 +114,7 @@ def network_flops(model, shadow_batch: dict) -> dict:
                 model.feature_decoders[c](jt.zeros((1, n.latent_dim)))
             if c in model.sketch_decoders and shadow_batch.get(c):
                 # what a shadow runs: each row up to its last ReLU (the early stages in
-                # chunks padded to 8 rows), the affine tail once (LatentDecoder.weighted_sum;
+                # chunks of up to 16 rows), the affine tail once (LatentDecoder.weighted_sum;
                 # it computes, as it syncs)
                 with count_flops(flops, "sketch decoders (shadows)"):
                     model.sketch_decoders[c].weighted_sum(jt.zeros((shadow_batch[c], n.latent_dim)),

@@ -85,8 +85,8 @@ class LatentDecoder(nn.Module):
         convolutions have few pixels and wide weights, and oneDNN re-lays out a
         convolution's weights on every call, so one call per chunk instead of one per row
         made the official-size shadows 1.37x faster here (bench/README.md). Running
-        statistics make every row independent of the others in its batch, padding rows
-        included, and they get weight 0.
+        statistics make every row independent of the others in its batch (a lone row's
+        padding copy included, which gets weight 0).
         """
         last = self.stages[-1]
         assert not self.is_training() and last.resample_first, "inference with running statistics only"

@@ -61,7 +61,7 @@ def test_weighted_sum_equals_the_sum_of_full_decodings(size):
 
 @pytest.mark.parametrize("row_bytes", [None, 64 << 10])
 def test_weighted_sum_in_chunks_and_rows_equals_the_sum_of_full_decodings(row_bytes, monkeypatch):
-    """More rows than a chunk (the last chunk padded), and with ``row_bytes`` small the
+    """More rows than a chunk (two balanced chunks), and with ``row_bytes`` small the
     later stages row by row: the same sum either way."""
     import jittor as jt
 
