@@ -305,7 +305,7 @@ _TO_NHWC_SRC = """
         float* d = out0_p + ((size_t)n * OH + oy) * OW * C;
         const float* src = in0_p + ((size_t)n * C * H + y) * W;
         // 32 pixels at a time: their C-float output block stays in L1 while every
-        // channel's row contributes 16 contiguous floats to it
+        // channel's row contributes 32 contiguous floats to it
         for (int x0 = 0; x0 < W; x0 += 32) {
             const int nx = std::min(32, W - x0);
             float* blk = d + (size_t)(p + x0) * C;

@@ -20,37 +20,42 @@ def feature_decoder(size: int, channels: Sequence[int], latent_dim: int, feature
 
 
 _MASKS: Dict[tuple, Dict[str, np.ndarray]] = {}
+_OWNERS: Dict[tuple, tuple] = {}
 
 
 def paste_masks(layout: Layout) -> Dict[str, np.ndarray]:
     """{component: float32 (1, 1, size, size)}: 1 where that component's map shows in the
-    face map, 0 elsewhere. Parts are pasted in ``layout.paste_order`` (mouth, nose, left
-    eye, right eye), later ones covering earlier ones; only the first ``layout.nose_rows``
-    rows of the nose box belong to the nose, so the rows it shares with the mouth box keep
-    the mouth's features (the official 36-row trim)."""
-    key = (layout.size, tuple(sorted(layout.boxes.items())), layout.nose_rows, layout.paste_order)
-    if key in _MASKS:
-        return _MASKS[key]
-    owner = np.full((layout.size, layout.size), -1, np.int64)
-    for i, name in enumerate(layout.paste_order):
-        b = layout.box(name)
-        rows = layout.nose_rows if name == "nose" else b.size
-        owner[b.y:b.y + rows, b.x:b.x + b.size] = i
-    masks = {"remainder": owner == -1}
-    masks.update({name: owner == i for i, name in enumerate(layout.paste_order)})
-    _MASKS[key] = {c: m.astype(np.float32)[None, None] for c, m in masks.items()}
+    face map, 0 elsewhere (from :func:`paste_owner`)."""
+    key = _layout_key(layout)
+    if key not in _MASKS:
+        owner, _ = paste_owner(layout)
+        masks = {"remainder": owner == -1}
+        masks.update({name: owner == i for i, name in enumerate(layout.paste_order)})
+        _MASKS[key] = {c: m.astype(np.float32)[None, None] for c, m in masks.items()}
     return _MASKS[key]
 
 
-def _paste_owner(layout: Layout):
-    """(int32 (size, size): -1 for the remainder, else the index in ``layout.paste_order`` of
-    the part each pixel shows; int32 (parts, 2): each part's box corner x, y)."""
-    masks = paste_masks(layout)
-    owner = np.full((layout.size, layout.size), -1, np.int32)
-    for i, name in enumerate(layout.paste_order):
-        owner[masks[name][0, 0] > 0] = i
-    corners = np.array([(layout.box(c).x, layout.box(c).y) for c in layout.paste_order], np.int32)
-    return owner, corners
+def paste_owner(layout: Layout):
+    """(int32 (size, size): -1 where the remainder's map shows, else the index in
+    ``layout.paste_order`` of the part that shows; int32 (parts, 2): each part's box corner
+    x, y). Parts are pasted in ``layout.paste_order`` (mouth, nose, left eye, right eye),
+    later ones covering earlier ones; only the first ``layout.nose_rows`` rows of the nose
+    box belong to the nose, so the rows it shares with the mouth box keep the mouth's
+    features (the official 36-row trim)."""
+    key = _layout_key(layout)
+    if key not in _OWNERS:
+        owner = np.full((layout.size, layout.size), -1, np.int32)
+        for i, name in enumerate(layout.paste_order):
+            b = layout.box(name)
+            rows = layout.nose_rows if name == "nose" else b.size
+            owner[b.y:b.y + rows, b.x:b.x + b.size] = i
+        corners = np.array([(layout.box(c).x, layout.box(c).y) for c in layout.paste_order], np.int32)
+        _OWNERS[key] = (owner, corners)
+    return _OWNERS[key]
+
+
+def _layout_key(layout: Layout):
+    return layout.size, tuple(sorted(layout.boxes.items())), layout.nose_rows, layout.paste_order
 
 
 def paste_feature_maps(maps: Dict[str, jt.Var], layout: Layout) -> jt.Var:
@@ -63,7 +68,7 @@ def paste_feature_maps(maps: Dict[str, jt.Var], layout: Layout) -> jt.Var:
     """
     if fused.enabled() and maps["remainder"].dtype == "float32" and len(layout.paste_order) == 4:
         # inference on the CPU: one pass instead of four padded copies and masked sums
-        owner, corners = _paste_owner(layout)
+        owner, corners = paste_owner(layout)
         return fused.paste(maps["remainder"], [maps[c] for c in layout.paste_order],
                            jt.array(owner), jt.array(corners))
     masks = paste_masks(layout)

@@ -397,12 +397,11 @@ def paste_owners(layout: Layout) -> np.ndarray:
     """int (size, size): index into COMPONENTS of the feature map each pixel of the face
     map comes from, following the paste order and the nose trim of
     :func:`dfd_kit.mapping.paste_feature_maps`."""
-    owner = np.full((layout.size, layout.size), COMPONENTS.index("remainder"), np.int64)
-    for name in layout.paste_order:
-        b = layout.box(name)
-        h = layout.nose_rows if name == "nose" else b.size
-        owner[b.y:b.y + h, b.x:b.x + b.size] = COMPONENTS.index(name)
-    return owner
+    from .mapping import paste_owner
+
+    owner, _ = paste_owner(layout)   # -1: the remainder, else an index into the paste order
+    index = np.array([COMPONENTS.index(c) for c in layout.paste_order] + [COMPONENTS.index("remainder")])
+    return index[owner].astype(np.int64)
 
 
 def plot_paste(feature_map: np.ndarray, layout: Layout, channel: int = 0) -> Figure:
