@@ -4,7 +4,8 @@ Layout (official release, and the kit's demo model, which adds ``config.json``):
 
     Params/AE_whole/latest_net_encoder_{part}.pkl          component encoders
     Params/AE_whole/latest_net_decoder_{part}_image.pkl    component sketch decoders
-    Params/AE_whole/{man,female}_{part}_feature.bin        feature banks (rows x latent, float32)
+    Params/AE_whole/{man,female}_{part}_feature.bin        feature banks (rows x latent, float32;
+                                                           a kit model may store float16 or int8)
     Params/Combine/latest_net_DE_{part}.pkl                feature decoders
     Params/Combine/latest_net_G.pkl                        generator
 
@@ -211,30 +212,67 @@ def _write_compact(state: Dict[str, np.ndarray], folder: Path, stamp: dict) -> d
     return index
 
 
+#: How a feature bank file stores its rows: config.json's ``"bank_dtype"`` -> numpy type.
+#: float32 is the official format; a kit model may store float16, or int8 (one byte per
+#: number, see :func:`write_bank`) to keep a dense bank small.
+BANK_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "u1"}
+
+
 def bank_dtype(root) -> str:
-    """The feature banks' storage type: float32 (official), or float16 where a kit model's
-    ``config.json`` says ``"bank_dtype": "float16"`` (the demo model, to stay small)."""
+    """The feature banks' storage type (a key of :data:`BANK_DTYPES`): float32 (official),
+    or what a kit model's ``config.json`` says under ``"bank_dtype"``."""
     cfg = Path(root) / "config.json"
     if cfg.is_file():
         try:
-            if json.loads(cfg.read_text()).get("bank_dtype") == "float16":
-                return "<f2"
+            name = json.loads(cfg.read_text()).get("bank_dtype", "float32")
         except ValueError:
-            pass   # read_config reports a broken config.json
-    return "<f4"
+            return "float32"   # read_config reports a broken config.json
+        if name not in BANK_DTYPES:
+            raise ParamsError(f"{cfg}: bank_dtype must be one of {sorted(BANK_DTYPES)}, not {name!r}")
+        return name
+    return "float32"
 
 
-def read_bank(path, latent_dim: int, dtype: str = "<f4") -> np.ndarray:
-    """A raw feature bank, rows inferred from the file size: float32 memory-mapped, or
-    float16 widened to float32 in memory."""
+def _int8_header_bytes(latent_dim: int) -> int:
+    return 2 * 4 * latent_dim
+
+
+def write_bank(path, bank: np.ndarray, dtype: str = "float32") -> None:
+    """Write a feature bank (N, D) as raw rows in ``dtype`` (a key of :data:`BANK_DTYPES`).
+
+    int8: each dimension is quantised on its own to 256 levels between its smallest and
+    largest value; the file holds D float32 offsets, D float32 steps, then N x D codes,
+    and a value reads back as offset + step * code (error at most half a step: about
+    0.1 for the demo model's latents, whose neighbours lie 10 to 30 apart)."""
+    bank = np.asarray(bank, np.float64)
+    with open(path, "wb") as f:
+        if dtype != "int8":
+            f.write(np.ascontiguousarray(bank, BANK_DTYPES[dtype]).tobytes())
+            return
+        lo = bank.min(axis=0).astype(np.float32)
+        step = ((bank.max(axis=0) - lo) / 255.0).astype(np.float32)
+        codes = np.round((bank - lo) / np.where(step > 0, step, 1.0))
+        f.write(lo.tobytes() + step.tobytes() + np.clip(codes, 0, 255).astype(np.uint8).tobytes())
+
+
+def read_bank(path, latent_dim: int, dtype: str = "float32") -> np.ndarray:
+    """A raw feature bank (:func:`write_bank`), rows inferred from the file size: float32
+    memory-mapped, float16 and int8 widened to float32 in memory."""
     path = Path(path)
     size = path.stat().st_size
-    row = np.dtype(dtype).itemsize * latent_dim
-    if size == 0 or size % row:
+    header = _int8_header_bytes(latent_dim) if dtype == "int8" else 0
+    row = np.dtype(BANK_DTYPES[dtype]).itemsize * latent_dim
+    if size <= header or (size - header) % row:
         raise ParamsError(f"feature bank {path} has {size} bytes, not a whole number of "
-                          f"{latent_dim}-d {np.dtype(dtype).name} rows; the file is truncated -- download it again")
-    bank = np.memmap(path, dtype=dtype, mode="r", shape=(size // row, latent_dim))
-    return bank if dtype == "<f4" else np.asarray(bank, np.float32)
+                          f"{latent_dim}-d {dtype} rows; the file is truncated -- download it again")
+    shape = ((size - header) // row, latent_dim)
+    if dtype == "float32":
+        return np.memmap(path, dtype="<f4", mode="r", shape=shape)
+    if dtype == "float16":
+        return np.asarray(np.memmap(path, dtype="<f2", mode="r", shape=shape), np.float32)
+    scale = np.fromfile(path, "<f4", count=2 * latent_dim).reshape(2, latent_dim)
+    codes = np.memmap(path, dtype="u1", mode="r", offset=header, shape=shape)
+    return (scale[0] + scale[1] * codes.astype(np.float32)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- key tables

@@ -109,9 +109,16 @@ class DeepFaceDrawing:
         self._shadows_refused = False
 
     def __repr__(self):
+        def rows(sex):   # a bank may sample more faces for the remainder than for the parts
+            n = {c: len(self.banks[sex][c]) for c in COMPONENTS}
+            parts = {n[c] for c in PARTS}
+            if parts == {n["remainder"]}:
+                return str(n["remainder"])
+            return f"{n['remainder']} remainder + {'/'.join(map(str, sorted(parts)))} part"
+
         return (f"DeepFaceDrawing({self.source or 'unsaved'}: {self.layout.size}px, latent "
-                f"{self.config.nets.latent_dim}, banks male {len(self.banks['male']['remainder'])} / "
-                f"female {len(self.banks['female']['remainder'])} rows)")
+                f"{self.config.nets.latent_dim}, banks male {rows('male')} / female {rows('female')} rows, "
+                f"K {self.config.k})")
 
     # ---- stages --------------------------------------------------------
     def normalise(self, sketch) -> np.ndarray:
@@ -371,13 +378,16 @@ def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
     return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
 
 
-def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card: str = "") -> Path:
+def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card: str = "",
+               bank_dtype: Optional[str] = None) -> Path:
     """Write a model in the official Params/ layout plus ``config.json`` (float16 storage
-    by default, banks included: half the size, and the loader widens it back to float32)."""
-    from .loading import official_state, write_checkpoint
+    by default: half the size, and the loader widens it back to float32). The feature
+    banks are stored like the weights unless ``bank_dtype`` says otherwise ('float32',
+    'float16' or 'int8', see :func:`~dfd_kit.loading.write_bank`)."""
+    from .loading import official_state, write_bank, write_checkpoint
 
     root = Path(params_dir)
-    bank_type = "<f2" if np.dtype(dtype) == np.float16 else "<f4"
+    bank_type = bank_dtype or ("float16" if np.dtype(dtype) == np.float16 else "float32")
     n = model.config.nets
     n_enc, n_dec, n_fdec = len(n.encoder_channels), len(n.decoder_channels) - 1, len(n.feature_decoder_channels) - 1
     for c in COMPONENTS:
@@ -388,11 +398,11 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
         write_checkpoint(root / checkpoint_file("feature_decoder", c),
                          official_state(model.feature_decoders[c], decoder_key_table(n_fdec), dtype))
         for s in SEXES:
-            np.asarray(model.banks[s][c], bank_type).tofile(root / bank_file(c, s))
+            write_bank(root / bank_file(c, s), model.banks[s][c], bank_type)
     write_checkpoint(root / GENERATOR_FILE, official_state(model.generator, generator_key_table(n.n_downsample, n.n_blocks), dtype))
     config = json.loads(model.config.to_json())
-    if bank_type == "<f2":
-        config["bank_dtype"] = "float16"
+    if bank_type != "float32":
+        config["bank_dtype"] = bank_type
     (root / "config.json").write_text(json.dumps(config, indent=2))
     if model_card:
         (root / "MODEL_CARD.md").write_text(model_card)

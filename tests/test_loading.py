@@ -3,6 +3,7 @@ unpickled, both jittor checkpoint formats load, and a saved model loads back the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -15,7 +16,7 @@ import dfd_kit
 from dfd_kit import ParamsError
 from dfd_kit.config import COMPONENTS, DEMO
 from dfd_kit.loading import (GENERATOR_FILE, bank_file, checkpoint_file, generator_key_table,
-                             official_param_files, read_checkpoint, write_checkpoint)
+                             official_param_files, read_bank, read_checkpoint, write_bank, write_checkpoint)
 from dfd_kit.pipeline import load_model, save_model
 
 ENCODER = checkpoint_file("encoder", "nose")          # AE_whole/latest_net_encoder_nose.pkl
@@ -226,6 +227,41 @@ def test_float16_storage_loads_as_float32_and_stays_close(demo_model, demo_sketc
     b = half.generate(demo_sketch, shadows=False)
     assert np.abs(a.generator_output - b.generator_output).max() < 0.05
     assert (root / "config.json").is_file()
+
+
+def test_int8_banks_read_back_within_half_a_step_and_load(demo_model, demo_sketch, tmp_path):
+    rng = np.random.default_rng(0)
+    bank = (rng.normal(size=(300, 16)) * np.linspace(0.1, 40, 16)).astype(np.float32)
+    bank[:, 3] = 2.5   # a constant dimension (step 0) reads back exactly
+    write_bank(tmp_path / "b.bin", bank, "int8")
+    assert (tmp_path / "b.bin").stat().st_size == 2 * 4 * 16 + 300 * 16   # offsets, steps, one byte a value
+    back = read_bank(tmp_path / "b.bin", 16, "int8")
+    half_step = (bank.max(0) - bank.min(0)) / 255 / 2
+    assert back.dtype == np.float32 and back.shape == bank.shape
+    assert np.all(np.abs(back - bank) <= half_step * 1.001 + 1e-6) and np.all(back[:, 3] == 2.5)
+    # a whole model with int8 banks: config.json says so, the banks stay close, and it generates
+    root = save_model(demo_model, tmp_path / "int8", bank_dtype="int8")
+    assert json.loads((root / "config.json").read_text())["bank_dtype"] == "int8"
+    small = load_model(root)
+    for s in ("male", "female"):
+        for c in COMPONENTS:
+            b = np.asarray(demo_model.banks[s][c])
+            assert np.abs(small.banks[s][c] - b).max() <= (b.max(0) - b.min(0)).max() / 255 / 2 * 1.001 + 1e-6
+    res = small.generate(demo_sketch, shadows=False)
+    assert res.image.shape == (DEMO.layout.size, DEMO.layout.size, 3) and res.image.dtype == np.uint8
+
+
+def test_truncated_int8_bank_and_unknown_bank_type_are_reported(params_copy):
+    root = save_model(load_model(params_copy), params_copy.parent / "int8", bank_dtype="int8")
+    path = root / bank_file("nose", "female")
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ParamsError, match="truncated"):
+        load_model(root)
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["bank_dtype"] = "int4"
+    (root / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ParamsError, match="bank_dtype must be one of"):
+        load_model(root)
 
 
 def test_bad_config_json_is_reported(params_copy):

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 import dfd_kit  # before jittor
 from dfd_kit.config import COMPONENTS, Box, Layout, ModelConfig, NetworkConfig
+from dfd_kit.data import load_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -366,6 +367,41 @@ def test_exported_model_loads_and_generates(trained_stage1, data_dir, data, tmp_
     w = fdec["mouth"].from_latent.weight.numpy()
     np.testing.assert_array_equal(model.feature_decoders["mouth"].from_latent.weight.numpy(),
                                   w.astype(np.float16).astype(np.float32))
+
+
+def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, data_dir, data, tmp_path):
+    from dfd_kit.errors import DFDError
+    from dfd_kit.pipeline import load_model
+
+    _, _, banks, stage2 = tr()
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=1), data=data)
+    params = stage2.export_model(out, tmp_path / "Params")
+    more = write_tiny_dataset(tmp_path / "more", n=3 * N_SAMPLES, seed=7)
+    faces = {c: (3 * N_SAMPLES if c == "remainder" else 2 * N_SAMPLES) for c in COMPONENTS}
+    rows = banks.densify_banks(params, more, faces, k=4, progress=False)
+
+    model = load_model(params)
+    cfg = json.loads((params / "config.json").read_text())
+    assert cfg["bank_dtype"] == "int8" and cfg["k"] == 4 and model.config.k == 4
+    sketches = np.stack([model.normalise(s.sketch_path) for s in load_samples(more)])
+    sexes = np.array([s.sex for s in load_samples(more)])
+    z = banks.encode_all(model.encoders, sketches, TINY.layout)
+    for c in COMPONENTS:
+        n = faces[c]
+        for sex in ("male", "female"):
+            expected = z[c][:n][sexes[:n] == sex]
+            assert rows[sex][c] == len(expected) == len(model.banks[sex][c])
+            # int8: each value within half a quantisation step of the encoder's latent
+            half_step = (expected.max(0) - expected.min(0)) / 255 / 2
+            assert np.all(np.abs(model.banks[sex][c] - expected) <= half_step * 1.001 + 1e-6)
+    res = model.generate(data.sketches[1], sex="female", shadows=True)
+    assert res.image.shape == (64, 64, 3) and len(res.projections["remainder"].neighbours) == 4
+
+    with pytest.raises(DFDError, match="remainder"):
+        banks.densify_banks(params, more, {c: 8 for c in COMPONENTS if c != "remainder"}, progress=False)
+    with pytest.raises(DFDError, match="build a larger set"):
+        banks.densify_banks(params, more, {c: 10 * N_SAMPLES for c in COMPONENTS}, progress=False)
 
 
 def test_training_writes_loss_curves_and_sample_grids(trained_stage1, data_dir, data, tmp_path):

@@ -1,9 +1,9 @@
-"""Command line: ``python -m dfd_kit.training demo|train|export|quality ...``.
+"""Command line: ``python -m dfd_kit.training demo|train|export|banks|quality ...``.
 
 ``demo`` is the kit's recipe for its bundled demo model: facesjs cartoon faces (built
-on first use), the DEMO config, stage 1, feature banks, stage 2, export, quality
-measurements -- a fixed number of steps per stage (so the result does not depend on the
-machine's speed), about 70 minutes on two CPU cores::
+on first use), the DEMO config, stage 1, feature banks, stage 2, export, denser banks,
+quality measurements -- a fixed number of steps per stage (so the result does not depend
+on the machine's speed), about 80 minutes on two CPU cores::
 
     python -m dfd_kit.training demo --out runs/demo --params Params/demo
 
@@ -14,7 +14,8 @@ machine's speed), about 70 minutes on two CPU cores::
         --config official --steps-stage1 20000 --steps-stage2 100000 --batch-size 4
 
 ``quality`` measures a trained model on held-out faces (:mod:`.quality`); ``export``
-writes a run folder as a Params folder.
+writes a run folder as a Params folder; ``banks`` re-encodes a model's feature banks from
+more facesjs sketches (:func:`~dfd_kit.training.banks.densify_banks`).
 
 Run the same command again after an interruption: finished stages are skipped and the
 interrupted one resumes from its last checkpoint. Under ``mpirun -np N`` the stages
@@ -36,6 +37,21 @@ DEMO_DATA = "data/facesjs_train"
 DEMO_FACES = 3000
 DEMO_STEPS_STAGE1 = 700
 DEMO_STEPS_STAGE2 = 900
+#: After training, the demo's banks are re-encoded from more facesjs faces (seed 0, so
+#: the first DEMO_FACES are the training faces): the remainder from DEMO_BANK_FACES, the
+#: four parts from DEMO_BANK_PART_FACES, stored as int8 to fit the 30 MB budget; with
+#: banks that dense, projection uses DEMO_K neighbours (the model card has the numbers).
+DEMO_BANK_DATA = "data/facesjs_bank"
+DEMO_BANK_FACES = 20000
+DEMO_BANK_PART_FACES = 5000
+DEMO_K = 20
+
+
+def bank_faces(remainder: int, parts: int) -> dict:
+    """{component: N} for :func:`~dfd_kit.training.banks.densify_banks`."""
+    from ..config import COMPONENTS
+
+    return {c: remainder if c == "remainder" else parts for c in COMPONENTS}
 
 
 def ensure_facesjs_data(data_dir, n: int, seed: int, layout, progress: bool = True) -> Path:
@@ -107,7 +123,9 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
                minutes_stage2: Optional[float] = None, n_faces: int = DEMO_FACES, seed: int = 0,
                batch_size: int = 4, params_dir=None, heldout_dir="data/facesjs_heldout",
                threads: Optional[int] = None, progress: bool = True, steps_stage1: int = DEMO_STEPS_STAGE1,
-               steps_stage2: int = DEMO_STEPS_STAGE2, measure: bool = True) -> dict:
+               steps_stage2: int = DEMO_STEPS_STAGE2, measure: bool = True, bank_dir=DEMO_BANK_DATA,
+               bank_faces_remainder: int = DEMO_BANK_FACES, bank_faces_parts: int = DEMO_BANK_PART_FACES,
+               k: int = DEMO_K) -> dict:
     """The demo recipe: :func:`train` on facesjs faces with the DEMO config, then a model
     card and the held-out measurements. Returns the summary dict.
 
@@ -116,7 +134,10 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
        trained on) in ``heldout_dir``, each built only if missing;
     2. :func:`train` for ``steps_stage1`` and ``steps_stage2`` steps (``minutes_*``: optional
        time budgets on top);
-    3. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
+    3. denser feature banks: ``bank_faces_*`` facesjs faces of seed 0 (in ``bank_dir``,
+       built if missing) re-encoded with the trained encoders, int8, default K ``k``
+       (:func:`~dfd_kit.training.banks.densify_banks`);
+    4. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
        the held-out faces, whose figures, quality.json and metrics table go there too
        (see :mod:`.quality`).
     """
@@ -138,12 +159,29 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
     summary["heldout"] = str(heldout_dir)
     if common.is_main():
         params_dir = Path(summary["params"])
+        summary["banks"] = densify_demo_banks(params_dir, bank_dir, bank_faces_remainder, bank_faces_parts, k,
+                                              seed, progress)
         write_model_card(params_dir, summary)
         if measure:
             run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
                                            n_faces=None, figures=None, no_progress=not progress))
     common.barrier()
     return summary
+
+
+def densify_demo_banks(params_dir, bank_dir, remainder: int, parts: int, k: int, seed: int = 0,
+                       progress: bool = True) -> dict:
+    """Step 3 of the demo recipe (also the ``banks`` subcommand): build the facesjs
+    sketches if missing, re-encode the banks; returns what the model card reports."""
+    from ..config import DEMO
+    from .banks import densify_banks
+
+    t = time.time()
+    n = max(remainder, parts)
+    ensure_facesjs_data(bank_dir, n, seed, DEMO.layout, progress)
+    rows = densify_banks(params_dir, bank_dir, bank_faces(remainder, parts), k=k, progress=progress)
+    return {"data": str(bank_dir), "seed": seed, "remainder_faces": remainder, "part_faces": parts, "k": k,
+            "rows": rows, "minutes": round((time.time() - t) / 60, 2), "machine": machine_description()}
 
 
 def machine_description() -> str:
@@ -190,8 +228,8 @@ not photos: for photographs use the official weights (`python -m dfd_kit downloa
   Stage 1 learns clean sketches only (as in the paper: rough drawings are left to manifold
   projection); stage 2 sees projected latents for half of its samples.
 - Held-out: {HELDOUT_FACES} faces from seed {HELDOUT_SEED}, never trained on.
-- Sex: facesjs's own male/female generator; one feature bank per sex, every training sketch.
-
+- Sex: facesjs's own male/female generator; one feature bank per sex.
+{_banks_text(summary)}
 ## Training
 
 | | steps (batch {summary['batch_size_per_process']} x {summary['processes']} process) | minutes | s / step |
@@ -200,7 +238,7 @@ not photos: for photographs use the official weights (`python -m dfd_kit downloa
 | stage 2: feature decoders + generator (conditional GAN) | {s2['steps']} | {s2['minutes']} | {s2['sec_per_step']} |
 
 Wall time {summary['wall_minutes']} minutes (including data loading and bank building) on
-{summary['machine']}. Weights and feature banks stored as float16.
+{summary['machine']}. Weights stored as float16, feature banks as int8.
 
 ## Reproduce
 
@@ -209,9 +247,11 @@ make setup     # the README's set-up: Python packages, Jittor, oneDNN, Node, fac
 .venv/bin/python -m dfd_kit.training demo --out runs/demo --params Params/demo
 ```
 
-This builds both data sets when missing, trains stage 1 for {s1['steps']} steps and stage 2
+This builds the data sets when missing, trains stage 1 for {s1['steps']} steps and stage 2
 for {s2['steps']} (the recipe's defaults; run it again after an interruption: it resumes from
-the checkpoints), exports here and measures. To measure again:
+the checkpoints), exports here, re-encodes the banks from more faces and measures. The
+bank step alone, on any exported model: `python -m dfd_kit.training banks --params DIR`.
+To measure again:
 
 ```bash
 .venv/bin/python -m dfd_kit.training quality --params Params/demo
@@ -237,6 +277,17 @@ the checkpoints), exports here and measures. To measure again:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def _banks_text(summary: dict) -> str:
+    """The model card's bullet on the feature banks."""
+    b = summary.get("banks")
+    if not b:
+        return "- Feature banks: every training sketch.\n"
+    return (f"- Feature banks: the first {b['remainder_faces']} faces of facesjs seed {b['seed']} for the remainder, "
+            f"the first {b['part_faces']} for each part\n"
+            f"  (the training faces come first; a bank needs sketches only), encoded by the trained encoders\n"
+            f"  and stored as int8; default K = {b['k']}. Re-encoding took {b['minutes']} minutes on {b['machine']}.\n")
 
 
 def _config(name: str):
@@ -314,6 +365,15 @@ def _run(argv=None) -> int:
     e.add_argument("--out", required=True, help="run folder")
     e.add_argument("--params", required=True, help="Params folder to write")
     e.add_argument("--float32", action="store_true", help="store float32 (default float16)")
+    b = sub.add_parser("banks", help="re-encode a model's feature banks from more facesjs sketches (a denser "
+                                     "sample of the manifold), int8, and set its default K")
+    b.add_argument("--params", default="Params/demo", help="model folder to update")
+    b.add_argument("--sketches", default=DEMO_BANK_DATA, help="facesjs set (built here from --seed if missing)")
+    b.add_argument("--faces", type=int, default=DEMO_BANK_FACES, help="faces for the remainder's bank")
+    b.add_argument("--part-faces", type=int, default=DEMO_BANK_PART_FACES, help="faces for each part's bank")
+    b.add_argument("--k", type=int, default=DEMO_K, help="the model's new default number of neighbours")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("quality", help="measure a trained model on held-out faces; figures, quality.json and the "
                                        "model card's metrics")
     q.add_argument("--params", default="Params/demo", help="model to measure")
@@ -325,6 +385,10 @@ def _run(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "quality":
         return run_quality(a)
+    if a.cmd == "banks":
+        print(json.dumps(densify_demo_banks(a.params, a.sketches, a.faces, a.part_faces, a.k, a.seed,
+                                            not a.no_progress), indent=2))
+        return 0
     if a.cmd == "train":
         s = train(a.data, a.out, _config(a.config), a.minutes_stage1, a.minutes_stage2, a.steps_stage1,
                   a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress)

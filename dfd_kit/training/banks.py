@@ -5,6 +5,11 @@ The rows, grouped by the sample's sex, are the banks ``banks[sex][component]`` f
 (N_sex, latent_dim) that manifold projection searches at inference (and that stage 2
 samples projected latents from). ``out_dir/banks.npz`` keeps the latents in dataset
 order with each sample's sex and id, so stage 2 can find a sample's own bank row.
+
+A bank needs sketches only, no photos, so a trained model's banks can sample the
+manifold more densely than its training set: :func:`densify_banks` re-encodes a larger
+sketch set into a Params folder (the demo model's banks come from 8 times more facesjs
+faces than it was trained on; see its model card for what that does to projection).
 """
 from __future__ import annotations
 
@@ -105,6 +110,64 @@ def build_banks(out_dir, data_dir=None, data: Optional[TrainingData] = None, con
     return path
 
 
+def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int] = None,
+                  bank_dtype: str = "int8", chunk: int = 1000, progress: bool = True) -> Dict[str, Dict[str, int]]:
+    """Replace a Params folder's feature banks by the latents of more sketches.
+
+    ``sketch_dir``: a data set folder (samples.csv and sketch/; photos are not read).
+    ``faces``: {component: N}, each component's bank from the first N samples (the
+    remainder varies most -- head, hair, ears, clothes -- so it gains most from a larger
+    N). ``k``: the model's new default K, written into config.json with ``bank_dtype``
+    (int8: a quarter of float32's size, :func:`~dfd_kit.loading.write_bank`). The
+    folder's encoders do the encoding, so any model's folder works. Returns the rows
+    written, {sex: {component: rows}}.
+    """
+    import json
+
+    from tqdm.auto import tqdm
+
+    from ..data import load_samples
+    from ..errors import DFDError
+    from ..loading import BANK_DTYPES, bank_file, write_bank
+    from ..pipeline import load_model
+
+    unknown = sorted(set(faces) - set(COMPONENTS)) + sorted(set(COMPONENTS) - set(faces))
+    if unknown:
+        raise DFDError(f"faces must give a number of sketches for each of {COMPONENTS}; wrong or missing: {unknown}")
+    if bank_dtype not in BANK_DTYPES:
+        raise DFDError(f"bank_dtype must be one of {sorted(BANK_DTYPES)}, not {bank_dtype!r}")
+    params_dir = Path(params_dir)
+    model = load_model(params_dir, shadows=False)
+    samples = load_samples(sketch_dir)
+    n = max(faces.values())
+    if len(samples) < n:
+        raise DFDError(f"{sketch_dir} has {len(samples)} sketches, fewer than the {n} asked for: "
+                       "build a larger set (python -m dfd_kit.data.facesjs --n N)")
+    if k is not None and not 2 <= k <= min(faces.values()) // 2:
+        raise DFDError(f"k={k} does not fit banks of {min(faces.values())} faces (both sexes)")
+    latents = {c: [] for c in COMPONENTS}
+    for start in tqdm(range(0, n, chunk), desc="encoding bank sketches", unit=f"x{chunk}", disable=not progress):
+        sketches = np.stack([model.normalise(s.sketch_path) for s in samples[start:start + chunk]])
+        z = encode_all(model.encoders, sketches, model.layout)
+        for c in COMPONENTS:
+            latents[c].append(z[c])
+    sexes = np.array([s.sex for s in samples[:n]])
+    rows = {s: {} for s in SEXES}
+    for c in COMPONENTS:
+        z = np.concatenate(latents[c])[:faces[c]]
+        for s in SEXES:
+            bank = z[sexes[:faces[c]] == s]
+            write_bank(params_dir / bank_file(c, s), bank, bank_dtype)
+            rows[s][c] = len(bank)
+    cfg_path = params_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else json.loads(model.config.to_json())
+    cfg["bank_dtype"] = bank_dtype
+    if k is not None:
+        cfg["k"] = int(k)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return rows
+
+
 def load_banks(out_dir) -> BankSet:
     path = Path(out_dir) / BANKS_FILE
     if not path.exists():
@@ -119,4 +182,4 @@ def load_banks(out_dir) -> BankSet:
     return BankSet(latents, sexes, ids, banks_by_sex(latents, sexes), row)
 
 
-__all__ = ["build_banks", "load_banks", "encode_all", "banks_by_sex", "BankSet", "BANKS_FILE"]
+__all__ = ["build_banks", "densify_banks", "load_banks", "encode_all", "banks_by_sex", "BankSet", "BANKS_FILE"]
