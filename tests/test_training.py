@@ -369,7 +369,7 @@ def test_exported_model_loads_and_generates(trained_stage1, data_dir, data, tmp_
                                   w.astype(np.float16).astype(np.float32))
 
 
-def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, data_dir, data, tmp_path):
+def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, data_dir, data, tmp_path, capsys):
     from dfd_kit.errors import DFDError
     from dfd_kit.pipeline import load_model
 
@@ -402,6 +402,12 @@ def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, d
         banks.densify_banks(params, more, {c: 8 for c in COMPONENTS if c != "remainder"}, progress=False)
     with pytest.raises(DFDError, match="build a larger set"):
         banks.densify_banks(params, more, {c: 10 * N_SAMPLES for c in COMPONENTS}, progress=False)
+    # the same from the command line: a one-line error, not a traceback
+    from dfd_kit.training.__main__ import main
+
+    assert main(["banks", "--params", str(params), "--sketches", str(more), "--faces", str(10 * N_SAMPLES),
+                 "--no-progress"]) == 2
+    assert "build a larger set" in capsys.readouterr().err
 
 
 def test_training_writes_loss_curves_and_sample_grids(trained_stage1, data_dir, data, tmp_path):

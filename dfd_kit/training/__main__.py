@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import TrainingInterrupted
+from ..errors import DFDError, TrainingInterrupted
 
 #: The recipe's defaults: those of the shipped demo model (Params/demo/MODEL_CARD.md).
 DEMO_DATA = "data/facesjs_train"
@@ -323,6 +323,9 @@ def main(argv=None) -> int:
     except TrainingInterrupted as e:   # Ctrl-C: the stage under way saved; say how to go on
         print(e, file=sys.stderr)
         return 130
+    except DFDError as e:   # bad input or data: dfd_kit's message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _run(argv=None) -> int:
