@@ -20,6 +20,13 @@ everything here must run *before* ``import jittor``:
   kernel shut down with SIGKILL, a killed ``node``), and SIGINT outside Jupyter (Ctrl-C).
   Python's own handlers are put back right after ``import jittor``
   (:class:`_RestoreSignalsAfterJittor`), so Ctrl-C raises KeyboardInterrupt again.
+* Notebook kernels: in Jupyter, Jittor points C++'s ``std::cout``/``std::cerr`` at
+  ``sys.stdout``/``sys.stderr``, and then calls those Python objects from its compiler
+  threads without holding the GIL. A kernel that compiled new operators while Python
+  threads were busy (a tqdm bar, ipykernel's output thread) died of a segfault, silently:
+  notebook 06 in every fresh run. ipykernel (6 and later) already forwards whatever is
+  written to file descriptors 1 and 2 into the notebook, so we keep C++ output on them
+  (:func:`_keep_cpp_output_on_file_descriptors`) and lose nothing.
 """
 from __future__ import annotations
 
@@ -232,6 +239,25 @@ class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _keep_cpp_output_on_file_descriptors() -> bool:
+    """In a Jupyter kernel, stop Jittor from redirecting C++ output into Python's streams
+    (see the module docstring). Returns True if it would have done so.
+
+    Jittor decides with ``jittor_utils.is_in_ipynb``, read when its compiled helpers load
+    (in ``import jittor``); clearing it first keeps ``std::cerr`` on file descriptor 2.
+    Logs stay synchronous, as Jittor makes them in notebooks, so they keep their order.
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    import jittor_utils
+
+    if not getattr(jittor_utils, "is_in_ipynb", False):
+        return False
+    jittor_utils.is_in_ipynb = False
+    os.environ.setdefault("log_sync", "1")
+    return True
+
+
 #: Free memory the process heap may keep at its top for reuse (see _reuse_freed_buffers).
 _HEAP_TRIM_BYTES = 512 << 20
 
@@ -287,7 +313,11 @@ def configure() -> dict:
     pinned = os.environ.get(PINNED_CACHE_ENV)
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
+    fd_output = False
     if "jittor" not in sys.modules:
+        # after the cache is pinned: importing jittor_utils fixes its cache path
+        fd_output = _keep_cpp_output_on_file_descriptors()
         sys.meta_path.insert(0, _RestoreSignalsAfterJittor())
-    info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap)
+    info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap,
+                cpp_output_on_fds=fd_output)
     return info

@@ -1,9 +1,13 @@
-"""Jittor's set-up by dfd_kit.backend leaves the process's signal handling as Python's.
+"""Jittor's set-up by dfd_kit.backend: what it changes in the process Jittor runs in.
 
-Jittor's core installs C handlers that end the process with quick_exit(1) when any child
-process dies of a signal, and on Ctrl-C. A test run lost its summary and failed that way when
-a notebook kernel was shut down with SIGKILL. Each case runs in a fresh interpreter with
+Signals. Jittor's core installs C handlers that end the process with quick_exit(1) when any
+child process dies of a signal, and on Ctrl-C. A test run lost its summary and failed that way
+when a notebook kernel was shut down with SIGKILL. Each case runs in a fresh interpreter with
 buffered stdout, as under CI, so a quick exit shows as a lost line and exit status 1.
+
+Notebook kernels. In Jupyter, Jittor routes C++ output through sys.stderr and calls it from
+compiler threads without the GIL; notebook 06 died of the segfault in every fresh run. With
+dfd_kit's set-up, C++ output stays on file descriptor 2 (which ipykernel forwards itself).
 """
 from __future__ import annotations
 
@@ -52,3 +56,57 @@ def test_without_the_hook_jittor_ends_the_process_on_a_killed_child():
     out = _run("without-hook")
     assert out.returncode == 1
     assert "child killed" not in out.stdout
+
+
+KERNEL_CODE = textwrap.dedent("""
+    import os, tempfile
+    import dfd_kit.backend
+    dfd_kit.backend.configure()
+    if {jittor_redirects}:   # undo dfd_kit's setting: Jittor's own behaviour in a notebook
+        import jittor_utils
+        jittor_utils.is_in_ipynb = True
+    import jittor, jittor_utils
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            jittor_utils.cc.log("test_backend.py:1", "w", 0, "marker from C++")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        print("C++ output on fd 2:", b"marker from C++" in f.read())
+""")
+
+
+def _in_kernel(jittor_redirects: bool) -> str:
+    """Run KERNEL_CODE in a real ipykernel (C++ logging on) and return what it printed."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if k != "log_silent"}
+    env["log_silent"] = "0"
+    km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=120)
+    printed = []
+
+    def keep(msg):
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append("\n".join(msg["content"]["traceback"]))
+
+    try:
+        kc.execute_interactive(KERNEL_CODE.format(jittor_redirects=jittor_redirects),
+                               timeout=600, output_hook=keep)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return "".join(printed)
+
+
+def test_in_a_notebook_kernel_cpp_output_stays_on_the_file_descriptor():
+    assert "C++ output on fd 2: True" in _in_kernel(jittor_redirects=False)
+
+
+def test_jittor_alone_routes_cpp_output_through_python_in_a_kernel():
+    """The redirect dfd_kit prevents, so the test above is known to exercise it."""
+    assert "C++ output on fd 2: False" in _in_kernel(jittor_redirects=True)
