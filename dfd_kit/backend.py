@@ -292,7 +292,8 @@ def configure() -> dict:
         return info
     if "jittor" in sys.modules:
         warnings.warn("jittor was imported before dfd_kit; dfd_kit could not configure it "
-                      "(GPU detection, offline oneDNN). Import dfd_kit first.", stacklevel=3)
+                      "(GPU detection, offline oneDNN, notebook-safe output). Import dfd_kit first.",
+                      stacklevel=3)
     use_cuda = gpu_present()
     if not use_cuda:
         os.environ["nvcc_path"] = ""
