@@ -13,13 +13,16 @@ everything here must run *before* ``import jittor``:
   cache on the host name and CPU model and compiles for ``-march=native``, so a cache
   built in an image's postBuild is never found in the session (another host name)
   and may not run there (another CPU). With the variable set, Jittor compiles into
-  that folder for a portable x86-64 baseline, with as many compilers as memory allows.
+  that folder for a portable x86-64 baseline.
+* Compilers: Jittor forks (host RAM // 3 GB) compiler processes at every import, however
+  little the container may use; we start one per core, within the memory limit
+  (:func:`compile_procs`).
 * Signal handlers: Jittor's core installs C handlers when it loads. Two of them end the
   whole process with ``quick_exit(1)``, which loses Python's buffered output and skips
   every ``finally``: SIGCHLD, whenever *any* child process dies of a signal (a notebook
   kernel shut down with SIGKILL, a killed ``node``), and SIGINT outside Jupyter (Ctrl-C).
   Python's own handlers are put back right after ``import jittor``
-  (:class:`_RestoreSignalsAfterJittor`), so Ctrl-C raises KeyboardInterrupt again.
+  (:class:`_JittorImportHook`), so Ctrl-C raises KeyboardInterrupt again.
 * Notebook kernels: in Jupyter, Jittor points C++'s ``std::cout``/``std::cerr`` at
   ``sys.stdout``/``sys.stderr``, and then calls those Python objects from its compiler
   threads without holding the GIL. A kernel that compiled new operators while Python
@@ -171,6 +174,22 @@ def compile_procs() -> int:
     return max(1, min(procs, 16))
 
 
+def _size_compile_pool() -> int:
+    """Make Jittor start :func:`compile_procs` compilers instead of (host RAM // 3 GB).
+
+    Jittor forks its compiler pool at every import, even when nothing needs compiling, and
+    keeps it for the life of the process: 7 idle processes on a 24 GB, 2-core machine, 16 on
+    a large host, and in a memory-limited container (a class JupyterHub, Binder) enough
+    compilers on a cold cache to be killed. Jittor reads the memory through
+    ``jittor_utils.get_total_mem`` when it first compiles, so we answer for it.
+    """
+    import jittor_utils
+
+    procs = compile_procs()
+    jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
+    return procs
+
+
 def _pin_jittor_cache(folder: str) -> str:
     """Point Jittor's compile cache at *folder*, with portable flags. Returns the cache path."""
     flags = os.environ.get("cc_flags", "")
@@ -194,9 +213,6 @@ def _pin_jittor_cache(folder: str) -> str:
     lock_path = os.path.join(path, "jittor.lock")
     open(lock_path, "a").close()
     lock.jittor_lock = lock.Lock(lock_path)
-    # Jittor starts (its memory // 3 GB) compilers; tell it the memory that gives compile_procs().
-    procs = compile_procs()
-    jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
     try:
         os.removedirs(keyed)  # the empty host-keyed folders it just made
     except OSError:
@@ -204,9 +220,10 @@ def _pin_jittor_cache(folder: str) -> str:
     return path
 
 
-class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
-    """Import hook: when ``jittor`` is imported, put back the SIGCHLD and SIGINT handlers
-    that were in place before its core replaced them (see the module docstring).
+class _JittorImportHook(importlib.abc.MetaPathFinder):
+    """Import hook: when ``jittor`` is imported, size its compiler pool
+    (:func:`_size_compile_pool`), then put back the SIGCHLD and SIGINT handlers that were
+    in place before its core replaced them (see the module docstring).
 
     It finds jittor's spec through the other finders and wraps the loader's exec_module,
     then leaves sys.meta_path: Jittor is imported once per process.
@@ -216,6 +233,10 @@ class _RestoreSignalsAfterJittor(importlib.abc.MetaPathFinder):
         if fullname != "jittor":
             return None
         sys.meta_path.remove(self)
+        # Here rather than in configure(): jittor_utils reads its settings (JITTOR_HOME,
+        # log_v, ...) from the environment when imported, which a user may still change
+        # between `import dfd_kit` and `import jittor`.
+        _size_compile_pool()
         import importlib.util
         import signal
 
@@ -314,11 +335,12 @@ def configure() -> dict:
     pinned = os.environ.get(PINNED_CACHE_ENV)
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
-    fd_output = False
+    fd_output, procs = False, None
     if "jittor" not in sys.modules:
         # after the cache is pinned: importing jittor_utils fixes its cache path
         fd_output = _keep_cpp_output_on_file_descriptors()
-        sys.meta_path.insert(0, _RestoreSignalsAfterJittor())
+        procs = compile_procs()   # applied by the hook, when jittor is imported
+        sys.meta_path.insert(0, _JittorImportHook())
     info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap,
-                cpp_output_on_fds=fd_output)
+                cpp_output_on_fds=fd_output, compile_procs=procs)
     return info

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     dfd_kit.backend.configure()
     if sys.argv[1] == "without-hook":
         sys.meta_path[:] = [f for f in sys.meta_path
-                            if not isinstance(f, dfd_kit.backend._RestoreSignalsAfterJittor)]
+                            if not isinstance(f, dfd_kit.backend._JittorImportHook)]
     import jittor
     print("jittor imported")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -110,3 +110,57 @@ def test_in_a_notebook_kernel_cpp_output_stays_on_the_file_descriptor():
 def test_jittor_alone_routes_cpp_output_through_python_in_a_kernel():
     """The redirect dfd_kit prevents, so the test above is known to exercise it."""
     assert "C++ output on fd 2: False" in _in_kernel(jittor_redirects=True)
+
+
+POOL_SCRIPT = textwrap.dedent("""
+    import multiprocessing, sys
+    import dfd_kit.backend
+    dfd_kit.backend.configure()
+    if sys.argv[1] == "without-hook":
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not isinstance(f, dfd_kit.backend._JittorImportHook)]
+    import jittor, jittor_utils
+    print(jittor_utils.pool_size, len(multiprocessing.active_children()))
+""")
+
+
+def _compile_pool(mode: str) -> tuple:
+    """(Jittor's pool size, live child processes) right after ``import jittor``."""
+    env = {k: v for k, v in os.environ.items() if k != "DFD_KIT_JITTOR_CACHE"}
+    out = subprocess.run([sys.executable, "-c", POOL_SCRIPT, mode], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return tuple(int(x) for x in out.stdout.split()[-2:])
+
+
+def test_jittor_forks_one_compiler_per_core_within_the_memory_limit():
+    from dfd_kit.backend import compile_procs
+
+    assert _compile_pool("with-hook") == (compile_procs(), compile_procs())
+
+
+def test_without_the_hook_jittor_sizes_its_compilers_from_host_ram():
+    """Jittor's own rule (RAM // 3 GB, 1 to 16), so the test above is known to change it."""
+    import jittor_utils  # importing it compiles nothing; its memory probe is what Jittor uses
+    from dfd_kit.backend import compile_procs
+
+    own = min(16, max(int(jittor_utils.get_total_mem() / 2**30 // 3), 1))
+    assert _compile_pool("without-hook") == (own, own)
+    if own == compile_procs():   # a machine where both rules agree cannot show the difference
+        import pytest
+        pytest.skip(f"Jittor's rule and dfd_kit's both give {own} compilers here")
+
+
+def test_compile_procs_follow_cores_and_the_cgroup_limit(monkeypatch):
+    from dfd_kit import backend
+
+    monkeypatch.setattr(backend.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(backend, "memory_limit_bytes", lambda: None)
+    assert backend.compile_procs() == 8
+    monkeypatch.setattr(backend, "memory_limit_bytes", lambda: 2 * 2**30)   # Binder: 2 GB
+    assert backend.compile_procs() == 2
+    monkeypatch.setattr(backend, "memory_limit_bytes", lambda: 512 * 2**20)
+    assert backend.compile_procs() == 1
+    monkeypatch.setattr(backend.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(backend, "memory_limit_bytes", lambda: None)
+    assert backend.compile_procs() == 16
