@@ -8,6 +8,9 @@ buffered stdout, as under CI, so a quick exit shows as a lost line and exit stat
 Notebook kernels. In Jupyter, Jittor routes C++ output through sys.stderr and calls it from
 compiler threads without the GIL; notebook 06 died of the segfault in every fresh run. With
 dfd_kit's set-up, C++ output stays on file descriptor 2 (which ipykernel forwards itself).
+
+Compilers. Jittor forks (host RAM // 3 GB) compiler processes at every import; with dfd_kit's
+set-up it forks one per core, within the container's memory limit.
 """
 from __future__ import annotations
 
