@@ -174,8 +174,8 @@ def compile_procs() -> int:
     return max(1, min(procs, 16))
 
 
-def _size_compile_pool() -> int:
-    """Make Jittor start :func:`compile_procs` compilers instead of (host RAM // 3 GB).
+def _size_compile_pool(procs: int) -> None:
+    """Make Jittor start *procs* compilers (:func:`compile_procs`) instead of (host RAM // 3 GB).
 
     Jittor forks its compiler pool at every import, even when nothing needs compiling, and
     keeps it for the life of the process: 7 idle processes on a 24 GB, 2-core machine, 16 on
@@ -185,9 +185,7 @@ def _size_compile_pool() -> int:
     """
     import jittor_utils
 
-    procs = compile_procs()
     jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
-    return procs
 
 
 def _pin_jittor_cache(folder: str) -> str:
@@ -229,6 +227,9 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
     then leaves sys.meta_path: Jittor is imported once per process.
     """
 
+    def __init__(self, compile_procs: int):
+        self.compile_procs = compile_procs
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "jittor":
             return None
@@ -236,7 +237,7 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         # Here rather than in configure(): jittor_utils reads its settings (JITTOR_HOME,
         # log_v, ...) from the environment when imported, which a user may still change
         # between `import dfd_kit` and `import jittor`.
-        _size_compile_pool()
+        _size_compile_pool(self.compile_procs)
         import importlib.util
         import signal
 
@@ -339,8 +340,8 @@ def configure() -> dict:
     if "jittor" not in sys.modules:
         # after the cache is pinned: importing jittor_utils fixes its cache path
         fd_output = _keep_cpp_output_on_file_descriptors()
-        procs = compile_procs()   # applied by the hook, when jittor is imported
-        sys.meta_path.insert(0, _JittorImportHook())
+        procs = compile_procs()
+        sys.meta_path.insert(0, _JittorImportHook(procs))
     info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap,
                 cpp_output_on_fds=fd_output, compile_procs=procs)
     return info

@@ -19,13 +19,18 @@ import subprocess
 import sys
 import textwrap
 
-SCRIPT = textwrap.dedent("""
-    import os, signal, subprocess, sys, time
+# dfd_kit's set-up, then with argument "without-hook" its import hook taken out again
+SETUP = textwrap.dedent("""
+    import sys
     import dfd_kit.backend
     dfd_kit.backend.configure()
     if sys.argv[1] == "without-hook":
         sys.meta_path[:] = [f for f in sys.meta_path
                             if not isinstance(f, dfd_kit.backend._JittorImportHook)]
+""")
+
+SCRIPT = SETUP + textwrap.dedent("""
+    import os, signal, subprocess, time
     import jittor
     print("jittor imported")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -42,9 +47,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(mode: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "JPY_PARENT_PID")}
-    return subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
+def _run(mode: str, script: str = SCRIPT, drop=("PYTHONUNBUFFERED", "JPY_PARENT_PID")):
+    """*script* in a fresh interpreter, without the environment variables *drop*."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
                           env=env, timeout=600)
 
 
@@ -115,13 +121,8 @@ def test_jittor_alone_routes_cpp_output_through_python_in_a_kernel():
     assert "C++ output on fd 2: False" in _in_kernel(jittor_redirects=True)
 
 
-POOL_SCRIPT = textwrap.dedent("""
-    import multiprocessing, sys
-    import dfd_kit.backend
-    dfd_kit.backend.configure()
-    if sys.argv[1] == "without-hook":
-        sys.meta_path[:] = [f for f in sys.meta_path
-                            if not isinstance(f, dfd_kit.backend._JittorImportHook)]
+POOL_SCRIPT = SETUP + textwrap.dedent("""
+    import multiprocessing
     import jittor, jittor_utils
     # Jittor's own rule, from its memory probe (untouched without the hook)
     own = min(16, max(int(jittor_utils.get_total_mem() / 2**30 // 3), 1))
@@ -132,9 +133,7 @@ POOL_SCRIPT = textwrap.dedent("""
 def _compile_pool(mode: str) -> tuple:
     """(Jittor's pool size, live child processes, Jittor's own rule) after ``import jittor``,
     in a fresh interpreter (this one's Jittor was set up long ago)."""
-    env = {k: v for k, v in os.environ.items() if k != "DFD_KIT_JITTOR_CACHE"}
-    out = subprocess.run([sys.executable, "-c", POOL_SCRIPT, mode], capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = _run(mode, POOL_SCRIPT, drop=("DFD_KIT_JITTOR_CACHE",))
     assert out.returncode == 0, out.stdout + out.stderr
     return tuple(int(x) for x in out.stdout.split()[-3:])
 
