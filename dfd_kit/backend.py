@@ -15,8 +15,9 @@ everything here must run *before* ``import jittor``:
   and may not run there (another CPU). With the variable set, Jittor compiles into
   that folder for a portable x86-64 baseline.
 * Compilers: Jittor forks (host RAM // 3 GB) compiler processes at every import, however
-  little the container may use; we start one per core, within the memory limit
-  (:func:`compile_procs`).
+  little the container may use, and keeps them even when its cache is complete. We check
+  the cache first and start compilers only for a command that is not in it: one per core,
+  within the memory limit (:func:`compile_procs`).
 * Signal handlers: Jittor's core installs C handlers when it loads. Two of them end the
   whole process with ``quick_exit(1)``, which loses Python's buffered output and skips
   every ``finally``: SIGCHLD, whenever *any* child process dies of a signal (a notebook
@@ -174,18 +175,33 @@ def compile_procs() -> int:
     return max(1, min(procs, 16))
 
 
-def _size_compile_pool(procs: int) -> None:
-    """Make Jittor start *procs* compilers (:func:`compile_procs`) instead of (host RAM // 3 GB).
+def _start_compilers_on_demand(procs: int) -> None:
+    """Make Jittor fork compilers only when something is missing from its cache, and then
+    *procs* of them (:func:`compile_procs`) instead of (host RAM // 3 GB).
 
-    Jittor forks its compiler pool at every import, even when nothing needs compiling, and
-    keeps it for the life of the process: 7 idle processes on a 24 GB, 2-core machine, 16 on
-    a large host, and in a memory-limited container (a class JupyterHub, Binder) enough
-    compilers on a cold cache to be killed. Jittor reads the memory through
-    ``jittor_utils.get_total_mem`` when it first compiles, so we answer for it.
+    At every import Jittor hands the ~160 compile commands of its core to
+    ``jittor_utils.run_cmds``, which forks its pool before asking the cache, and keeps the
+    pool for the life of the process: 7 idle compilers in every Python process and notebook
+    kernel on a 24 GB, 2-core machine, 16 on a large host, and in a memory-limited container
+    (a class JupyterHub, Binder) enough compilers on a cold cache to be killed. Here the
+    commands are first put to the cache in this process (``do_compile`` answers a cached one
+    at once, as Jittor's single-process mode does); at the first one that really compiles,
+    the rest go to the pool. Jittor reads the memory that sizes the pool through
+    ``jittor_utils.get_total_mem``, so we answer for it.
     """
     import jittor_utils
 
     jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
+    pooled = jittor_utils.run_cmds
+
+    def run_cmds(cmds, cache_path, jittor_path, msg="run_cmds"):
+        for i, cmd in enumerate(cmds):
+            if jittor_utils.do_compile([cmd, cache_path, jittor_path]):   # True: it compiled
+                rest = cmds[i + 1:]
+                return pooled(rest, cache_path, jittor_path, msg) if rest else None
+        return None
+
+    jittor_utils.run_cmds = run_cmds
 
 
 def _pin_jittor_cache(folder: str) -> str:
@@ -219,9 +235,9 @@ def _pin_jittor_cache(folder: str) -> str:
 
 
 class _JittorImportHook(importlib.abc.MetaPathFinder):
-    """Import hook: when ``jittor`` is imported, size its compiler pool
-    (:func:`_size_compile_pool`), then put back the SIGCHLD and SIGINT handlers that were
-    in place before its core replaced them (see the module docstring).
+    """Import hook: when ``jittor`` is imported, make it start compilers only on demand
+    (:func:`_start_compilers_on_demand`), then put back the SIGCHLD and SIGINT handlers that
+    were in place before its core replaced them (see the module docstring).
 
     It finds jittor's spec through the other finders and wraps the loader's exec_module,
     then leaves sys.meta_path: Jittor is imported once per process.
@@ -237,7 +253,7 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         # Here rather than in configure(): jittor_utils reads its settings (JITTOR_HOME,
         # log_v, ...) from the environment when imported, which a user may still change
         # between `import dfd_kit` and `import jittor`.
-        _size_compile_pool(self.compile_procs)
+        _start_compilers_on_demand(self.compile_procs)
         import importlib.util
         import signal
 

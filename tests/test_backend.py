@@ -9,8 +9,9 @@ Notebook kernels. In Jupyter, Jittor routes C++ output through sys.stderr and ca
 compiler threads without the GIL; notebook 06 died of the segfault in every fresh run. With
 dfd_kit's set-up, C++ output stays on file descriptor 2 (which ipykernel forwards itself).
 
-Compilers. Jittor forks (host RAM // 3 GB) compiler processes at every import; with dfd_kit's
-set-up it forks one per core, within the container's memory limit.
+Compilers. Jittor forks (host RAM // 3 GB) compiler processes at every import, even when its
+cache is complete, and keeps them; with dfd_kit's set-up it forks none then, and one per core,
+within the container's memory limit, when something is missing from the cache.
 """
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ SCRIPT = SETUP + textwrap.dedent("""
 """)
 
 
-def _run(mode: str, script: str = SCRIPT, drop=("PYTHONUNBUFFERED", "JPY_PARENT_PID")):
-    """*script* in a fresh interpreter, without the environment variables *drop*."""
+def _run(mode: str, script: str = SCRIPT, drop=("PYTHONUNBUFFERED", "JPY_PARENT_PID"), args=()):
+    """*script* in a fresh interpreter with arguments *mode* and *args*, without the
+    environment variables *drop*."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    return subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run([sys.executable, "-c", script, mode, *args], capture_output=True, text=True,
+                          env=env, timeout=900)
 
 
 def test_killed_child_and_ctrl_c_leave_the_process_alive():
@@ -130,29 +132,60 @@ POOL_SCRIPT = SETUP + textwrap.dedent("""
 """)
 
 
-def _compile_pool(mode: str) -> tuple:
-    """(Jittor's pool size, live child processes, Jittor's own rule) after ``import jittor``,
-    in a fresh interpreter (this one's Jittor was set up long ago)."""
-    out = _run(mode, POOL_SCRIPT, drop=("DFD_KIT_JITTOR_CACHE",))
+def _compile_pool(mode: str, script: str = POOL_SCRIPT, *args) -> list:
+    """(Jittor's pool size, live child processes, ...) after *script* ran in a fresh
+    interpreter (this one's Jittor was set up long ago), with the default Jittor cache."""
+    out = _run(mode, script, drop=("DFD_KIT_JITTOR_CACHE",), args=args)
     assert out.returncode == 0, out.stdout + out.stderr
-    return tuple(int(x) for x in out.stdout.split()[-3:])
+    return [int(x) for x in out.stdout.split()[-3:]]
 
 
-def test_jittor_forks_one_compiler_per_core_within_the_memory_limit():
+def test_with_a_complete_cache_jittor_forks_no_compilers():
+    _compile_pool("with-hook")   # compiles Jittor's core if this cache lacks it
+    pool, children, _ = _compile_pool("with-hook")
+    assert (pool, children) == (0, 0)
+
+
+def test_without_the_hook_jittor_forks_compilers_from_host_ram_at_every_import():
+    """Jittor's own rule (RAM // 3 GB, 1 to 16), cache complete or not: the test above and
+    the one below are known to change it."""
     from dfd_kit.backend import compile_procs
 
-    assert _compile_pool("with-hook")[:2] == (compile_procs(), compile_procs())
-
-
-def test_without_the_hook_jittor_sizes_its_compilers_from_host_ram():
-    """Jittor's own rule (RAM // 3 GB, 1 to 16), so the test above is known to change it."""
-    from dfd_kit.backend import compile_procs
-
+    _compile_pool("with-hook")
     pool, children, own = _compile_pool("without-hook")
     assert (pool, children) == (own, own)
     if own == compile_procs():   # a machine where both rules agree cannot show the difference
         import pytest
         pytest.skip(f"Jittor's rule and dfd_kit's both give {own} compilers here")
+
+
+# Three tiny sources compiled through Jittor's compiler front door, run_cmds (as its own core
+# is); prints the pool size, the live children and the sum of the objects' modification times.
+COMPILE_SCRIPT = SETUP + textwrap.dedent("""
+    import multiprocessing, os
+    import jittor, jittor_utils
+    folder, cmds, objects = sys.argv[2], [], []
+    for i in range(3):
+        src, obj = os.path.join(folder, f"f{i}.cc"), os.path.join(folder, f"f{i}.o")
+        if not os.path.exists(src):
+            with open(src, "w") as f:
+                f.write(f"int f{i}() {{ return {i}; }}\\n")
+        cmds.append(f'"{jittor_utils.cc_path}" "{src}" -c -o "{obj}"')
+        objects.append(obj)
+    jittor_utils.run_cmds(cmds, folder, folder)
+    print(jittor_utils.pool_size, len(multiprocessing.active_children()),
+          sum(os.stat(o).st_mtime_ns for o in objects))
+""")
+
+
+def test_compilers_start_at_the_first_command_missing_from_the_cache(tmp_path):
+    from dfd_kit.backend import compile_procs
+
+    pool, children, built = _compile_pool("with-hook", COMPILE_SCRIPT, str(tmp_path))
+    assert (pool, children) == (compile_procs(), compile_procs())
+    assert sorted(p.name for p in tmp_path.glob("*.o")) == ["f0.o", "f1.o", "f2.o"]
+    # the same commands again: all in the cache, so nothing is compiled and nothing forked
+    assert _compile_pool("with-hook", COMPILE_SCRIPT, str(tmp_path)) == [0, 0, built]
 
 
 def test_compile_procs_follow_cores_and_the_cgroup_limit(monkeypatch):
