@@ -132,7 +132,7 @@ POOL_SCRIPT = SETUP + textwrap.dedent("""
 """)
 
 
-def _compile_pool(mode: str, script: str = POOL_SCRIPT, *args) -> list:
+def _compile_pool(mode: str, script: str = POOL_SCRIPT, args=()) -> list:
     """(Jittor's pool size, live child processes, ...) after *script* ran in a fresh
     interpreter (this one's Jittor was set up long ago), with the default Jittor cache."""
     out = _run(mode, script, drop=("DFD_KIT_JITTOR_CACHE",), args=args)
@@ -151,7 +151,7 @@ def test_without_the_hook_jittor_forks_compilers_from_host_ram_at_every_import()
     the one below are known to change it."""
     from dfd_kit.backend import compile_procs
 
-    _compile_pool("with-hook")
+    _compile_pool("with-hook")   # a complete cache: Jittor's compilers have nothing to do
     pool, children, own = _compile_pool("without-hook")
     assert (pool, children) == (own, own)
     if own == compile_procs():   # a machine where both rules agree cannot show the difference
@@ -181,11 +181,11 @@ COMPILE_SCRIPT = SETUP + textwrap.dedent("""
 def test_compilers_start_at_the_first_command_missing_from_the_cache(tmp_path):
     from dfd_kit.backend import compile_procs
 
-    pool, children, built = _compile_pool("with-hook", COMPILE_SCRIPT, str(tmp_path))
+    pool, children, built = _compile_pool("with-hook", COMPILE_SCRIPT, [str(tmp_path)])
     assert (pool, children) == (compile_procs(), compile_procs())
     assert sorted(p.name for p in tmp_path.glob("*.o")) == ["f0.o", "f1.o", "f2.o"]
     # the same commands again: all in the cache, so nothing is compiled and nothing forked
-    assert _compile_pool("with-hook", COMPILE_SCRIPT, str(tmp_path)) == [0, 0, built]
+    assert _compile_pool("with-hook", COMPILE_SCRIPT, [str(tmp_path)]) == [0, 0, built]
 
 
 def test_compile_procs_follow_cores_and_the_cgroup_limit(monkeypatch):
