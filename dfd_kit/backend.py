@@ -199,7 +199,6 @@ def _start_compilers_on_demand(procs: int) -> None:
             if jittor_utils.do_compile([cmd, cache_path, jittor_path]):   # True: it compiled
                 rest = cmds[i + 1:]
                 return pooled(rest, cache_path, jittor_path, msg) if rest else None
-        return None
 
     jittor_utils.run_cmds = run_cmds
 

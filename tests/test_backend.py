@@ -20,6 +20,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # dfd_kit's set-up, then with argument "without-hook" its import hook taken out again
 SETUP = textwrap.dedent("""
     import sys
@@ -140,22 +142,25 @@ def _compile_pool(mode: str, script: str = POOL_SCRIPT, args=()) -> list:
     return [int(x) for x in out.stdout.split()[-3:]]
 
 
-def test_with_a_complete_cache_jittor_forks_no_compilers():
-    _compile_pool("with-hook")   # compiles Jittor's core if this cache lacks it
+@pytest.fixture(scope="module")
+def complete_cache():
+    """The default Jittor cache holding Jittor's core (compiled here if it lacks it)."""
+    _compile_pool("with-hook")
+
+
+def test_with_a_complete_cache_jittor_forks_no_compilers(complete_cache):
     pool, children, _ = _compile_pool("with-hook")
     assert (pool, children) == (0, 0)
 
 
-def test_without_the_hook_jittor_forks_compilers_from_host_ram_at_every_import():
-    """Jittor's own rule (RAM // 3 GB, 1 to 16), cache complete or not: the test above and
-    the one below are known to change it."""
+def test_without_the_hook_jittor_forks_compilers_from_host_ram_at_every_import(complete_cache):
+    """Jittor's own rule (RAM // 3 GB, 1 to 16), even though its compilers have nothing to
+    do: the test above and the one below are known to change it."""
     from dfd_kit.backend import compile_procs
 
-    _compile_pool("with-hook")   # a complete cache: Jittor's compilers have nothing to do
     pool, children, own = _compile_pool("without-hook")
     assert (pool, children) == (own, own)
     if own == compile_procs():   # a machine where both rules agree cannot show the difference
-        import pytest
         pytest.skip(f"Jittor's rule and dfd_kit's both give {own} compilers here")
 
 
