@@ -242,8 +242,9 @@ def write_bank(path, bank: np.ndarray, dtype: str = "float32") -> None:
 
     int8: each dimension is quantised on its own to 256 levels between its smallest and
     largest value; the file holds D float32 offsets, D float32 steps, then N x D codes,
-    and a value reads back as offset + step * code (error at most half a step: about
-    0.1 for the demo model's latents, whose neighbours lie 10 to 30 apart)."""
+    and a value reads back as offset + step * code (error at most half a step: for the
+    demo model's banks under 0.07 for the parts and 0.22 for the remainder, whose
+    nearest neighbours lie about 10 to 60 apart)."""
     bank = np.asarray(bank, np.float64)
     with open(path, "wb") as f:
         if dtype != "int8":

@@ -35,7 +35,7 @@ from ..errors import DFDError, TrainingInterrupted
 #: The recipe's defaults: those of the shipped demo model (Params/demo/MODEL_CARD.md).
 DEMO_DATA = "data/facesjs_train"
 DEMO_FACES = 3000
-DEMO_STEPS_STAGE1 = 700
+DEMO_STEPS_STAGE1 = 1400
 DEMO_STEPS_STAGE2 = 900
 #: After training, the demo's banks are re-encoded from more facesjs faces (seed 0, so
 #: the first DEMO_FACES are the training faces): the remainder from DEMO_BANK_FACES, the
