@@ -17,6 +17,14 @@ class ConfigError(DFDError, ValueError):
     """An argument is out of range (component weight, K, sex, component name)."""
 
 
+class DataError(DFDError, ValueError):
+    """A data set for training or measuring (photo folder, sex table, samples.csv) is malformed."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set's folder, its samples.csv or an image that it lists is missing."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by Ctrl-C (or a notebook's interrupt) after the step under way
     finished and a checkpoint was saved; running the same training again resumes there.

@@ -3,7 +3,9 @@
 Layout (official release, and the kit's demo model, which adds ``config.json``)::
 
     Params/AE_whole/latest_net_encoder_{part}.pkl          component encoders
-    Params/AE_whole/latest_net_decoder_{part}_image.pkl    component sketch decoders
+    Params/AE_whole/latest_net_decoder_{part}_image.pkl    component sketch decoders (they draw
+                                                           only the shadows; the demo stores
+                                                           them as int8, see quantize_checkpoint)
     Params/AE_whole/{man,female}_{part}_feature.bin        feature banks (rows x latent, float32;
                                                            a kit model may store float16 or int8)
     Params/Combine/latest_net_DE_{part}.pkl                feature decoders
@@ -120,9 +122,15 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a checkpoint holds arrays only")
 
 
+#: A kit checkpoint may hold a weight as int8 codes with one float32 scale for each slice
+#: of its first axis under ``key + INT8_SCALE``; it reads back as code * scale.
+INT8_SCALE = ":int8_scale"
+
+
 def read_checkpoint(path) -> Dict[str, np.ndarray]:
     """A .pkl checkpoint -> {key: float32 array}. Accepts jittor 1.1's plain pickle and
-    jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 storage is widened to float32."""
+    jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 and int8 storage
+    (:func:`quantize_checkpoint`) are widened to float32."""
     path = Path(path)
     # Unpickled straight from the file: holding its bytes too would double the peak memory.
     with open(path, "rb") as f:
@@ -148,9 +156,35 @@ def read_checkpoint(path) -> Dict[str, np.ndarray]:
         raise ParamsError(f"{path} does not hold a dict of arrays")
     out = {}
     for k, v in obj.items():
-        a = np.asarray(v)
-        out[str(k)] = a.astype(np.float32) if a.dtype != np.float32 else a
+        k, a = str(k), np.asarray(v)
+        if k.endswith(INT8_SCALE):
+            continue
+        if a.dtype == np.int8:
+            if k + INT8_SCALE not in obj:
+                raise ParamsError(f"{path}: {k} is stored as int8 without its scales ({k}{INT8_SCALE}); "
+                                  "the file is damaged: download or export the model again")
+            scale = np.asarray(obj[k + INT8_SCALE], np.float32)
+            a = a.astype(np.float32) * scale.reshape((-1,) + (1,) * (a.ndim - 1))
+        out[k] = a.astype(np.float32) if a.dtype != np.float32 else a
     return out
+
+
+def quantize_checkpoint(path, dtype=np.float16) -> None:
+    """Rewrite a checkpoint with each weight of two or more axes as int8 codes, symmetric,
+    one scale for each slice of the first axis (its largest magnitude / 127), so every value
+    reads back within half its slice's step. The other arrays (biases, norms) are stored as
+    ``dtype``. A quarter of float32's size; the demo stores its sketch decoders this way,
+    because they only draw the shadows and its feature banks need the room."""
+    out = {}
+    for k, a in read_checkpoint(path).items():
+        if a.ndim < 2:
+            out[k] = a.astype(dtype)
+            continue
+        top = np.abs(a).reshape(len(a), -1).max(axis=1)
+        scale = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
+        out[k] = np.clip(np.round(a / scale.reshape((-1,) + (1,) * (a.ndim - 1))), -127, 127).astype(np.int8)
+        out[k + INT8_SCALE] = scale
+    write_checkpoint(path, out)
 
 
 # ---------------------------------------------------------------- compact cache
@@ -243,7 +277,7 @@ def write_bank(path, bank: np.ndarray, dtype: str = "float32") -> None:
     int8: each dimension is quantised on its own to 256 levels between its smallest and
     largest value; the file holds D float32 offsets, D float32 steps, then N x D codes,
     and a value reads back as offset + step * code (error at most half a step: for the
-    demo model's banks under 0.07 for the parts and 0.22 for the remainder, whose
+    demo model's banks under 0.07 for the parts and 0.3 for the remainder, whose
     nearest neighbours lie about 10 to 60 apart)."""
     bank = np.asarray(bank, np.float64)
     with open(path, "wb") as f:

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from dfd_kit.config import DEMO_LAYOUT, OFFICIAL_LAYOUT, PARTS
 from dfd_kit.data import Sample, load_pair, load_samples
+from dfd_kit.errors import DataError, DataNotFoundError, DFDError
 from dfd_kit.data import facesjs as fj
 from dfd_kit.data.sketch import augment_sketch, build_photo_dataset, photo_to_sketch, read_sex_table
 
@@ -231,14 +232,17 @@ def test_load_pair_returns_uint8_arrays_resized_to_the_layout(faces_dir):
 
 def test_load_samples_names_missing_images(faces_dir, tmp_path):
     (tmp_path / "samples.csv").write_text("id,sex\n00000,male\n")
-    with pytest.raises(FileNotFoundError, match="00000.png"):
+    # a dfd_kit error (the command lines print it as one line) that is still a FileNotFoundError
+    with pytest.raises(DataNotFoundError, match="00000.png.*build the set again") as e:
         load_samples(tmp_path)
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, DFDError)
 
 
 def test_load_samples_rejects_unknown_sex(tmp_path):
     (tmp_path / "samples.csv").write_text("id,sex\n00000,other\n")
-    with pytest.raises(ValueError, match="male"):
+    with pytest.raises(DataError, match="male") as e:
         load_samples(tmp_path)
+    assert isinstance(e.value, ValueError)
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ import dfd_kit
 from dfd_kit import ParamsError
 from dfd_kit.config import COMPONENTS, DEMO
 from dfd_kit.loading import (GENERATOR_FILE, bank_file, checkpoint_file, generator_key_table,
-                             official_param_files, read_bank, read_checkpoint, write_bank, write_checkpoint)
+                             INT8_SCALE, official_param_files, read_bank, read_checkpoint,
+                             write_bank, write_checkpoint)
 from dfd_kit.pipeline import load_model, save_model
 
 ENCODER = checkpoint_file("encoder", "nose")          # AE_whole/latest_net_encoder_nose.pkl
@@ -251,6 +253,37 @@ def test_int8_banks_read_back_within_half_a_step_and_load(demo_model, demo_sketc
     assert res.image.shape == (DEMO.layout.size, DEMO.layout.size, 3) and res.image.dtype == np.uint8
 
 
+def test_int8_sketch_decoders_read_back_within_half_a_step_and_change_only_the_shadows(
+        demo_model, demo_sketch, tmp_path):
+    from dfd_kit.training.__main__ import quantize_sketch_decoders
+
+    root = save_model(demo_model, tmp_path / "q")   # float16, as the demo stores its weights
+    rel = checkpoint_file("sketch_decoder", "remainder")
+    before, size = read_checkpoint(root / rel), (root / rel).stat().st_size
+    quantize_sketch_decoders(root)
+    raw = pickle.loads((root / rel).read_bytes())
+    after = read_checkpoint(root / rel)
+    assert (root / rel).stat().st_size < 0.55 * size and sorted(after) == sorted(before)
+    for k, a in before.items():
+        if a.ndim < 2:   # biases and norms keep their float16
+            np.testing.assert_array_equal(after[k], a)
+            continue
+        assert raw[k].dtype == np.int8 and raw[k + INT8_SCALE].shape == (len(a),)
+        half_step = raw[k + INT8_SCALE].reshape((-1,) + (1,) * (a.ndim - 1)) / 2
+        assert np.all(np.abs(after[k] - a) <= half_step * 1.001 + 1e-7), k
+    # the sketch decoders draw the shadows only: the face is the same to the bit
+    half, small = load_model(save_model(demo_model, tmp_path / "half")), load_model(root)
+    a, b = half.generate(demo_sketch, sex="male"), small.generate(demo_sketch, sex="male")
+    np.testing.assert_array_equal(a.image, b.image)
+    for c in COMPONENTS:
+        assert np.abs(a.shadows[c].astype(int) - b.shadows[c].astype(int)).max() <= 3, c
+    # a code without its scales is a damaged file
+    del raw[next(k for k in raw if k.endswith(INT8_SCALE))]
+    write_checkpoint(root / rel, raw)
+    with pytest.raises(ParamsError, match="without its scales"):
+        read_checkpoint(root / rel)
+
+
 def test_truncated_int8_bank_and_unknown_bank_type_are_reported(params_copy):
     root = save_model(load_model(params_copy), params_copy.parent / "int8", bank_dtype="int8")
     path = root / bank_file("nose", "female")
@@ -268,3 +301,18 @@ def test_bad_config_json_is_reported(params_copy):
     (params_copy / "config.json").write_text("{not json")
     with pytest.raises(ParamsError, match="config.json"):
         dfd_kit.load(params_copy)
+
+
+def test_the_bundled_demo_model_fits_its_30_mb_and_loads_by_default():
+    # The budget for the committed model: weights and banks together at most 30 MB.
+    from dfd_kit import PARAMS_ROOT
+    from dfd_kit.training.__main__ import DEMO_BANK_FACES, DEMO_BANK_PART_FACES
+
+    root = PARAMS_ROOT / "demo"
+    files = list(root.glob("*/*.pkl")) + list(root.glob("*/*.bin"))
+    assert len(files) == 26 and sum(f.stat().st_size for f in files) <= 30_000_000
+    model = dfd_kit.load()
+    assert Path(model.source).resolve() == root.resolve()
+    for s in ("male", "female"):   # the recipe's bank sizes are the shipped ones (half the faces per sex)
+        assert len(model.banks[s]["remainder"]) == DEMO_BANK_FACES // 2
+        assert len(model.banks[s]["nose"]) == DEMO_BANK_PART_FACES // 2

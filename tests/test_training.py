@@ -533,6 +533,15 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert "old" not in text and "| ratio | 0.000 | <= 0.5 | yes |" in text and text.endswith("after\n")
 
 
+def test_train_command_on_a_missing_data_set_says_so_in_one_line(tmp_path, capsys):
+    from dfd_kit.training.__main__ import main
+
+    rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"),
+               "--steps-stage1", "2", "--steps-stage2", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "samples.csv not found: build a dataset first" in err and "Traceback" not in err
+
+
 def test_train_command_runs_both_stages_and_exports_a_loadable_model(data_dir, tmp_path, capsys):
     # The command a CelebAMask-HQ user runs (under mpirun for several processes).
     from dfd_kit.pipeline import load_model

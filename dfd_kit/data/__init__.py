@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import DEMO_LAYOUT, Layout
+from ..errors import DataError, DataNotFoundError
 
 #: The two values of the ``sex`` column (the paper's gender control).
 SEXES = ("male", "female")
@@ -50,7 +51,7 @@ def write_samples_csv(out_dir, rows) -> Path:
         w.writerow(["id", "sex"])
         for sid, sex in rows:
             if sex not in SEXES:
-                raise ValueError(f"sample {sid}: sex must be 'male' or 'female', not {sex!r}")
+                raise DataError(f"sample {sid}: sex must be 'male' or 'female', not {sex!r}")
             w.writerow([sid, sex])
     return path
 
@@ -58,23 +59,24 @@ def write_samples_csv(out_dir, rows) -> Path:
 def load_samples(data_dir) -> List[Sample]:
     """Read a dataset folder's ``samples.csv``: a list of :class:`Sample`, in file order.
 
-    Raises FileNotFoundError when the folder, the CSV or any listed image is
-    missing, and ValueError for a malformed CSV.
+    Raises :class:`~dfd_kit.errors.DataNotFoundError` (a FileNotFoundError) when the
+    folder, the CSV or any listed image is missing, and
+    :class:`~dfd_kit.errors.DataError` (a ValueError) for a malformed CSV.
     """
     root = Path(data_dir)
     path = root / "samples.csv"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build a dataset first with "
+        raise DataNotFoundError(f"{path} not found: build a dataset first with "
                                 "dfd_kit.data.build_facesjs_dataset or build_photo_dataset")
     out, missing = [], []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"id", "sex"} <= set(reader.fieldnames):
-            raise ValueError(f"{path} must have the columns id,sex; it has {reader.fieldnames}")
+            raise DataError(f"{path} must have the columns id,sex; it has {reader.fieldnames}")
         for i, row in enumerate(reader, start=2):
             sid, sex = row["id"].strip(), row["sex"].strip().lower()
             if sex not in SEXES:
-                raise ValueError(f"{path} line {i}: sex must be 'male' or 'female', not {row['sex']!r}")
+                raise DataError(f"{path} line {i}: sex must be 'male' or 'female', not {row['sex']!r}")
             s = Sample(root / "sketch" / f"{sid}.png", root / "photo" / f"{sid}.png", sex)
             for p in s[:2]:
                 if not p.exists():
@@ -82,8 +84,9 @@ def load_samples(data_dir) -> List[Sample]:
             out.append(s)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise FileNotFoundError(f"{len(missing)} image(s) listed in {path} are missing: "
-                                f"{', '.join(map(str, missing[:3]))}{more}")
+        raise DataNotFoundError(f"{len(missing)} image(s) listed in {path} are missing: "
+                                f"{', '.join(map(str, missing[:3]))}{more}; build the set again, "
+                                "or drop their rows from samples.csv")
     return out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import DEMO_LAYOUT, Layout
+from ..errors import DataError, DataNotFoundError
 from . import SEXES, write_samples_csv
 
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -270,19 +271,19 @@ def read_sex_table(path) -> Dict[str, str]:
     lines = Path(path).read_text().splitlines()
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
-        raise ValueError(f"{path} is empty")
+        raise DataError(f"{path} is empty")
     table: Dict[str, str] = {}
     if re.fullmatch(r"\s*\d+\s*", lines[0]):  # CelebA attribute annotation
         names = lines[1].split()
         if "Male" not in names:
-            raise ValueError(f"{path}: CelebA attribute file without a 'Male' attribute")
+            raise DataError(f"{path}: CelebA attribute file without a 'Male' attribute")
         col = names.index("Male")
         for ln in lines[2:]:
             parts = ln.split()
             # rows are "file v1 ... vN", one value per attribute name
             sex = _sex_from_male_flag(parts[1 + col]) if len(parts) > 1 + col else None
             if sex is None:
-                raise ValueError(f"{path}: bad Male value in row {ln[:60]!r}")
+                raise DataError(f"{path}: bad Male value in row {ln[:60]!r}")
             table[parts[0]] = sex
         return table
     first = lines[0]
@@ -292,18 +293,18 @@ def read_sex_table(path) -> Dict[str, str]:
     low = [c.lower() for c in header]
     key_col = next((low.index(k) for k in _KEY_COLUMNS if k in low), None)
     if key_col is None:
-        raise ValueError(f"{path}: no file column; expected one of {', '.join(_KEY_COLUMNS)} in {header}")
+        raise DataError(f"{path}: no file column; expected one of {', '.join(_KEY_COLUMNS)} in {header}")
     if "sex" in low or "gender" in low:
         sex_col, flag = (low.index("sex") if "sex" in low else low.index("gender")), False
     elif "male" in low:
         sex_col, flag = low.index("male"), True
     else:
-        raise ValueError(f"{path}: no sex column; expected 'sex', 'gender' or CelebA's 'Male' in {header}")
+        raise DataError(f"{path}: no sex column; expected 'sex', 'gender' or CelebA's 'Male' in {header}")
     for i, row in enumerate(rows[1:], start=2):
         v = row[sex_col].strip() if sex_col < len(row) else ""
         sex = _sex_from_male_flag(v) if flag else _MALE_WORDS.get(v.lower())
         if sex is None:
-            raise ValueError(f"{path} line {i}: cannot read sex from {v!r}")
+            raise DataError(f"{path} line {i}: cannot read sex from {v!r}")
         table[row[key_col].strip()] = sex
     return table
 
@@ -376,7 +377,7 @@ def build_photo_dataset(photo_dir, out_dir, layout: Layout = DEMO_LAYOUT, sex_cs
 
     src_root = Path(photo_dir)
     if not src_root.is_dir():
-        raise FileNotFoundError(f"photo folder {src_root} not found")
+        raise DataNotFoundError(f"photo folder {src_root} not found: check the path")
     items: List[Tuple[Path, str]] = []
     if sex_csv is not None:
         table = read_sex_table(sex_csv)
@@ -390,13 +391,13 @@ def build_photo_dataset(photo_dir, out_dir, layout: Layout = DEMO_LAYOUT, sex_cs
     else:
         subs = {d.name.lower(): d for d in src_root.iterdir() if d.is_dir()}
         if not any(s in subs for s in SEXES):
-            raise ValueError(f"{src_root} has no male/ or female/ subfolder; put the photos there "
+            raise DataError(f"{src_root} has no male/ or female/ subfolder; put the photos there "
                              "or pass sex_csv=")
         for sex in SEXES:
             if sex in subs:
                 items += [(p, sex) for p in _photos_in(subs[sex])]
     if not items:
-        raise ValueError(f"no photos with a known sex found in {src_root}")
+        raise DataError(f"no photos with a known sex found in {src_root}")
 
     out = Path(out_dir)
     (out / "photo").mkdir(parents=True, exist_ok=True)

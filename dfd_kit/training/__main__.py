@@ -39,10 +39,11 @@ DEMO_STEPS_STAGE1 = 1400
 DEMO_STEPS_STAGE2 = 900
 #: After training, the demo's banks are re-encoded from more facesjs faces (seed 0, so
 #: the first DEMO_FACES are the training faces): the remainder from DEMO_BANK_FACES, the
-#: four parts from DEMO_BANK_PART_FACES, stored as int8 to fit the 30 MB budget; with
-#: banks that dense, projection uses DEMO_K neighbours (the model card has the numbers).
+#: four parts from DEMO_BANK_PART_FACES, stored as int8; with banks that dense, projection
+#: uses DEMO_K neighbours (the model card has the numbers). To fit the 30 MB budget, the
+#: sketch decoders, which only draw the shadows, are stored as int8 too.
 DEMO_BANK_DATA = "data/facesjs_bank"
-DEMO_BANK_FACES = 20000
+DEMO_BANK_FACES = 48000
 DEMO_BANK_PART_FACES = 5000
 DEMO_K = 20
 
@@ -137,7 +138,8 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
     3. denser feature banks: ``bank_faces_*`` facesjs faces of seed 0 (in ``bank_dir``,
        built if missing) re-encoded with the trained encoders, int8, default K ``k``
        (:func:`~dfd_kit.training.banks.densify_banks`);
-    4. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
+    4. the sketch decoders stored as int8 (:func:`quantize_sketch_decoders`);
+    5. a model card in ``params_dir`` and, with ``measure``, the quality measurements on
        the held-out faces, whose figures, quality.json and metrics table go there too
        (see :mod:`.quality`).
     """
@@ -161,6 +163,7 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
         params_dir = Path(summary["params"])
         summary["banks"] = densify_demo_banks(params_dir, bank_dir, bank_faces_remainder, bank_faces_parts, k,
                                               seed, progress)
+        quantize_sketch_decoders(params_dir)
         write_model_card(params_dir, summary)
         if measure:
             run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
@@ -182,6 +185,17 @@ def densify_demo_banks(params_dir, bank_dir, remainder: int, parts: int, k: int,
     rows = densify_banks(params_dir, bank_dir, bank_faces(remainder, parts), k=k, progress=progress)
     return {"data": str(bank_dir), "seed": seed, "remainder_faces": remainder, "part_faces": parts, "k": k,
             "rows": rows, "minutes": round((time.time() - t) / 60, 2), "machine": machine_description()}
+
+
+def quantize_sketch_decoders(params_dir) -> None:
+    """Step 4 of the demo recipe: store the sketch decoders as int8
+    (:func:`~dfd_kit.loading.quantize_checkpoint`). They draw only the shadows, so the
+    generated faces do not change, and the denser banks get the room."""
+    from ..config import COMPONENTS
+    from ..loading import checkpoint_file, quantize_checkpoint
+
+    for c in COMPONENTS:
+        quantize_checkpoint(Path(params_dir) / checkpoint_file("sketch_decoder", c))
 
 
 def machine_description() -> str:
@@ -238,7 +252,8 @@ not photos: for photographs use the official weights (`python -m dfd_kit downloa
 | stage 2: feature decoders + generator (conditional GAN) | {s2['steps']} | {s2['minutes']} | {s2['sec_per_step']} |
 
 Wall time {summary['wall_minutes']} minutes (including data loading and bank building) on
-{summary['machine']}. Weights stored as float16, feature banks as int8.
+{summary['machine']}. Weights stored as float16, except the sketch decoders (they only draw
+the shadows) as int8; feature banks as int8.
 
 ## Reproduce
 
@@ -249,7 +264,8 @@ make setup     # the README's set-up: Python packages, Jittor, oneDNN, Node, fac
 
 This builds the data sets when missing, trains stage 1 for {s1['steps']} steps and stage 2
 for {s2['steps']} (the recipe's defaults; run it again after an interruption: it resumes from
-the checkpoints), exports here, re-encodes the banks from more faces and measures. The
+the checkpoints), exports here, re-encodes the banks from more faces, stores the sketch
+decoders as int8 and measures. The
 bank step alone, on any exported model: `python -m dfd_kit.training banks --params DIR`.
 To measure again:
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .common import (TrainingData, all_reduce_sum, barrier, is_main, mpi_rank, mpi_world, read_model_config)
 from ..config import COMPONENTS, ModelConfig
+from ..errors import DataNotFoundError
 from ..loading import SEXES
 
 import jittor as jt
@@ -171,7 +172,7 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
 def load_banks(out_dir) -> BankSet:
     path = Path(out_dir) / BANKS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run build_banks after stage 1")
+        raise DataNotFoundError(f"{path} not found: run build_banks after stage 1")
     with np.load(path) as z:
         latents = {c: z[f"latent_{c}"].astype(np.float32) for c in COMPONENTS}
         sexes, ids = z["sex"].astype(str), z["id"].astype(str)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import COMPONENTS, Layout
 from ..data import load_pair, load_samples
+from ..errors import DataError
 
 #: The demo's held-out set: 200 faces from a seed far from the training seed 0.
 HELDOUT_FACES = 200
@@ -114,7 +115,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     model = model or load_model(params_dir)
     samples = load_samples(heldout_dir)[:n_faces]
     if not samples:
-        raise ValueError(f"{heldout_dir} has no samples")
+        raise DataError(f"{heldout_dir} has no samples: build the held-out set again")
     base = mean_face(train_dir, model.layout, progress)
     rng = np.random.default_rng(degrade_seed)
     per = {k: [] for k in ("generated", "mean_face", "degraded_projected", "degraded_unprojected")}
