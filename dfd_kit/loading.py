@@ -127,6 +127,11 @@ class _ArrayUnpickler(pickle.Unpickler):
 INT8_SCALE = ":int8_scale"
 
 
+def _per_slice(scale: np.ndarray, ndim: int) -> np.ndarray:
+    """(n,) scales shaped to broadcast along the first axis of an ndim-axis weight."""
+    return scale.reshape((-1,) + (1,) * (ndim - 1))
+
+
 def read_checkpoint(path) -> Dict[str, np.ndarray]:
     """A .pkl checkpoint -> {key: float32 array}. Accepts jittor 1.1's plain pickle and
     jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 and int8 storage
@@ -164,7 +169,7 @@ def read_checkpoint(path) -> Dict[str, np.ndarray]:
                 raise ParamsError(f"{path}: {k} is stored as int8 without its scales ({k}{INT8_SCALE}); "
                                   "the file is damaged: download or export the model again")
             scale = np.asarray(obj[k + INT8_SCALE], np.float32)
-            a = a.astype(np.float32) * scale.reshape((-1,) + (1,) * (a.ndim - 1))
+            a = a.astype(np.float32) * _per_slice(scale, a.ndim)
         out[k] = a.astype(np.float32) if a.dtype != np.float32 else a
     return out
 
@@ -182,7 +187,7 @@ def quantize_checkpoint(path, dtype=np.float16) -> None:
             continue
         top = np.abs(a).reshape(len(a), -1).max(axis=1)
         scale = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
-        out[k] = np.clip(np.round(a / scale.reshape((-1,) + (1,) * (a.ndim - 1))), -127, 127).astype(np.int8)
+        out[k] = np.clip(np.round(a / _per_slice(scale, a.ndim)), -127, 127).astype(np.int8)
         out[k + INT8_SCALE] = scale
     write_checkpoint(path, out)
 
