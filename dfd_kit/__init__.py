@@ -1,7 +1,7 @@
 """dfd_kit -- DeepFaceDrawing (Chen et al., SIGGRAPH 2020) to read, run and retrain.
 
     import dfd_kit
-    model = dfd_kit.load()                 # the bundled demo model
+    model = dfd_kit.load()                 # the bundled photo model ("cartoon": the facesjs one)
     result = model.generate("sketch.png")  # result.image is (H, W, 3) uint8
 
 The modules follow the paper's stages: components -> embedding -> manifold -> mapping ->
@@ -13,29 +13,42 @@ _backend.configure()  # must precede the first `import jittor`
 
 from pathlib import Path  # noqa: E402
 
-from .config import COMPONENTS, DEMO, OFFICIAL, ModelConfig  # noqa: E402
+from .config import COMPONENTS, DEMO, OFFICIAL, PHOTO, ModelConfig  # noqa: E402
 from .errors import ConfigError, DFDError, ParamsError, SketchError, TrainingInterrupted  # noqa: E402
 
 __version__ = "0.1.0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_ROOT = REPO_ROOT / "Params"
+#: The two models that ship with the kit, by name: photo-realistic faces (trained on faces
+#: of people who do not exist) and cartoon faces (facesjs; also called "demo").
+PHOTO_PARAMS = PARAMS_ROOT / "photo"
 DEMO_PARAMS = PARAMS_ROOT / "demo"
+BUNDLED = {"photo": PHOTO_PARAMS, "cartoon": DEMO_PARAMS, "demo": DEMO_PARAMS}
+#: What ``load()`` gives: the photo model, whose held-out faces beat the cartoon model's on
+#: every measure of its card (Params/photo/MODEL_CARD.md).
+DEFAULT_MODEL = "photo"
+_RECIPES = {"photo": "photo --params Params/photo", "cartoon": "demo --params Params/demo",
+            "demo": "demo --params Params/demo"}
 
 
 def load(params_dir=None, shadows: bool = True) -> "DeepFaceDrawing":
     """Load a model.
 
-    params_dir: None or "demo" -> the bundled demo model (Params/demo); "official" -> the
-    official weights in Params/ (AE_whole/, Combine/); any other value -> that folder.
-    shadows=False skips the sketch decoders (less memory; no shadow guidance).
+    params_dir: None -> the default bundled model (:data:`DEFAULT_MODEL`, the photo model);
+    "photo" -> photo-realistic faces (Params/photo); "cartoon" or "demo" -> cartoon faces
+    (Params/demo); "official" -> the official weights in Params/ (AE_whole/, Combine/);
+    any other value -> that folder. shadows=False skips the sketch decoders (less memory;
+    no shadow guidance).
     """
-    if params_dir is None or params_dir == "demo":
-        params_dir = DEMO_PARAMS
-        if not (DEMO_PARAMS / "config.json").is_file():
-            raise ParamsError(f"the demo model is not in {DEMO_PARAMS} yet: train it with "
-                              "`python -m dfd_kit.training demo` (see Params/README.md), or load the "
-                              "official weights with dfd_kit.load('official') after "
+    if params_dir is None:
+        params_dir = DEFAULT_MODEL
+    if isinstance(params_dir, str) and params_dir in BUNDLED:
+        name, params_dir = params_dir, BUNDLED[params_dir]
+        if not (params_dir / "config.json").is_file():
+            raise ParamsError(f"the {name} model is not in {params_dir}: train it with "
+                              f"`python -m dfd_kit.training {_RECIPES[name]}` (see Params/README.md), or "
+                              "load the official weights with dfd_kit.load('official') after "
                               "`python -m dfd_kit download-official`.")
     elif params_dir == "official":
         params_dir = PARAMS_ROOT
@@ -53,5 +66,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'dfd_kit' has no attribute {name!r}")
 
 
-__all__ = ["load", "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "COMPONENTS",
+__all__ = ["load", "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "PHOTO", "COMPONENTS",
            "DFDError", "ParamsError", "SketchError", "ConfigError", "TrainingInterrupted"]

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("inputs", nargs="+", metavar="SKETCH_OR_DIR",
                    help="sketch images, or folders of them (" + ", ".join(IMAGE_EXTENSIONS) + ")")
     g.add_argument("--params", default=None, metavar="DIR",
-                   help="Params folder; 'official' for Params/ (default: the bundled demo model)")
+                   help="Params folder, or 'photo', 'cartoon' (also 'demo'), 'official' for Params/ "
+                        "(default: the bundled photo model)")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     g.add_argument("--sex", choices=("male", "female"), default="male", help="which feature bank (default: male)")
     g.add_argument("--k", type=_k, default=None, help="neighbours for manifold projection (default: the model's)")

@@ -69,6 +69,20 @@ DEMO_LAYOUT = Layout(
 )
 
 
+# The photo model's layout: MobileStyleGAN's FFHQ-aligned faces cropped to CelebA-HQ
+# framing (dfd_kit.data.stylegan.FFHQ_CROP: eyes 73.5 px apart on the row y = 110, as in
+# the official layout halved). Each box is centred on where FaceMesh landmarks put that
+# part on 200 generated faces (sizes as in DEMO_LAYOUT); the nose pastes down to y = 172,
+# just below the nostrils, so the mouth keeps the upper lip. Checked on other faces by
+# dfd_kit.data.stylegan.check_layout (numbers in Params/photo/MODEL_CARD.md).
+PHOTO_LAYOUT = Layout(
+    size=256,
+    boxes={"left_eye": Box(59, 77, 64), "right_eye": Box(133, 77, 64),
+           "nose": Box(80, 92, 96), "mouth": Box(80, 145, 96)},
+    nose_rows=80,
+)
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Widths of the three network families.
@@ -120,5 +134,10 @@ DEMO = ModelConfig(
     k=10,
 )
 
+# The photo model: the demo's networks on the photo layout (trained in about an hour
+# on two CPU cores; dfd_kit.training photo).
+PHOTO = replace(DEMO, layout=PHOTO_LAYOUT)
+
 __all__ = ["COMPONENTS", "PARTS", "OFFICIAL_NAMES", "Box", "Layout", "NetworkConfig", "ModelConfig",
-           "OFFICIAL", "DEMO", "OFFICIAL_LAYOUT", "DEMO_LAYOUT", "replace"]
+           "OFFICIAL", "DEMO", "PHOTO", "OFFICIAL_LAYOUT", "DEMO_LAYOUT",
+           "PHOTO_LAYOUT", "replace"]

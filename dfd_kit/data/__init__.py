@@ -115,7 +115,8 @@ def load_pair(sample: Sample, layout: Layout = DEMO_LAYOUT) -> Tuple[np.ndarray,
 # The builders load lazily (PEP 562): reading a dataset needs neither cairosvg nor
 # Node, and `python -m dfd_kit.data.facesjs` must not find its module pre-imported.
 _LAZY = {"build_facesjs_dataset": "facesjs", "generate_faces": "facesjs", "FacesjsError": "facesjs",
-         "build_photo_dataset": "sketch", "photo_to_sketch": "sketch", "augment_sketch": "sketch"}
+         "build_photo_dataset": "sketch", "photo_to_sketch": "sketch", "augment_sketch": "sketch",
+         "roughen_sketch": "sketch"}
 
 
 def __getattr__(name):

@@ -186,7 +186,8 @@ def thin(mask: np.ndarray, max_iter: int = 50) -> np.ndarray:
 
 def photo_to_sketch(photo: np.ndarray, sigma: Optional[float] = None, threshold: float = 0.05,
                     min_contrast: float = 3.0, min_component: Optional[int] = None,
-                    thin_lines: bool = True, line_width: Optional[int] = None) -> np.ndarray:
+                    thin_lines: bool = True, line_width: Optional[int] = None,
+                    presmooth: int = 0) -> np.ndarray:
     """A photocopy-style line sketch of a photo.
 
     photo: uint8 (H, W, 3) RGB or (H, W) grayscale. Returns uint8 (H, W): black (0)
@@ -202,7 +203,18 @@ def photo_to_sketch(photo: np.ndarray, sigma: Optional[float] = None, threshold:
     simplified its sketches; here components smaller than ``min_component`` pixels
     (skin texture, specks) are removed and the strokes are thinned to centre lines
     drawn ``line_width`` pixels wide (default 1 per 256 pixels).
+
+    ``presmooth`` (odd, pixels per 256; 0 = off) first runs a median filter of that
+    size over the photo: it keeps outlines and erases fine texture (hair strands,
+    stubble, foliage), so busy photos give fewer, longer lines, closer to a drawing.
     """
+    if presmooth:
+        from PIL import ImageFilter
+
+        a = np.asarray(photo)
+        size = max(3, int(round(presmooth * min(a.shape[:2]) / 256.0)) | 1)
+        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        photo = np.asarray(img.filter(ImageFilter.MedianFilter(size)))
     gray = _to_gray(photo)
     h, w = gray.shape
     scale = min(h, w) / 256.0
@@ -532,5 +544,60 @@ def augment_sketch(sketch: np.ndarray, rng: np.random.Generator, strength: float
     return np.clip(255.0 * (1.0 - np.clip(ink, 0.0, 1.0)) + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["photo_to_sketch", "build_photo_dataset", "augment_sketch", "read_sex_table", "gaussian_blur",
+def roughen_sketch(sketch: np.ndarray, rng: np.random.Generator, layout: Layout = DEMO_LAYOUT,
+                   strength: float = 1.0) -> np.ndarray:
+    """A sketch as rough as people draw: :func:`augment_sketch`'s hand-drawn strokes,
+    then, for each of the four parts (eyes, nose, mouth), with ``strength`` scaling the
+    odds, one of
+
+    * missing: the part's strokes erased (an eye not drawn yet);
+    * doubled: a second, shifted attempt drawn over the first;
+    * wrong proportions: the part stretched or squeezed by up to a third, each axis apart;
+    * scribbled: a loose zig-zag over the part (shading, a crossed-out try).
+
+    A person's first drawing of a face is like this, and manifold projection is meant to
+    repair exactly this: the result lies off the manifold of clean sketches, in each part
+    separately. ``layout`` gives the parts' boxes (the sketch is taken at any size).
+    Returns uint8 (H, W), dark lines on white.
+    """
+    from PIL import ImageDraw
+
+    from ..config import PARTS
+
+    out = augment_sketch(sketch, rng, strength)
+    h, w = out.shape
+    sy, sx = h / layout.size, w / layout.size
+    odds = np.clip(np.array([0.12, 0.2, 0.2, 0.15]) * strength, 0, None)
+    for c in PARTS:
+        b = layout.box(c)
+        x0, y0, size = int(b.x * sx), int(b.y * sy), int(round(b.size * min(sx, sy)))
+        box = (slice(y0, y0 + size), slice(x0, x0 + size))
+        part = out[box].copy()
+        r, edges = rng.random(), np.cumsum(odds)
+        if r < edges[0]:                       # missing
+            yy, xx = np.ogrid[0:size, 0:size]
+            inside = ((yy - size / 2) / (0.33 * size)) ** 2 + ((xx - size / 2) / (0.4 * size)) ** 2 <= 1
+            part[inside] = 255
+        elif r < edges[1]:                     # doubled
+            d = rng.uniform(3, 7) * min(sx, sy) * rng.choice([-1, 1], size=2)
+            moved = _shift(255.0 - part, int(round(d[0])), int(round(d[1])))
+            part = np.minimum(part, 255 - rng.uniform(0.6, 0.9) * moved).astype(np.uint8)
+        elif r < edges[2]:                     # wrong proportions
+            fy, fx = rng.uniform(0.72, 1.33, size=2)
+            img = Image.fromarray(part).resize((max(1, int(size * fx)), max(1, int(size * fy))), Image.BILINEAR)
+            canvas = Image.new("L", (size, size), 255)
+            canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+            part = np.asarray(canvas)
+        elif r < edges[3]:                     # scribbled
+            img = Image.fromarray(part)
+            n = int(rng.integers(8, 20))
+            cx, cy = rng.uniform(0.3, 0.7, size=2) * size
+            pts = [(float(cx + rng.normal(0, 0.15 * size)), float(cy + rng.normal(0, 0.08 * size))) for _ in range(n)]
+            ImageDraw.Draw(img).line(pts, fill=int(rng.uniform(0, 90)), width=max(1, int(round(min(sx, sy)))))
+            part = np.asarray(img)
+        out[box] = part
+    return out
+
+
+__all__ = ["photo_to_sketch", "build_photo_dataset", "augment_sketch", "roughen_sketch", "read_sex_table", "gaussian_blur",
            "label_components", "remove_small_components", "thin", "PHOTO_EXTENSIONS"]

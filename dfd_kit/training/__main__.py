@@ -48,6 +48,21 @@ DEMO_BANK_PART_FACES = 5000
 DEMO_K = 20
 
 
+#: The photo recipe (Params/photo): MobileStyleGAN faces (dfd_kit.data.stylegan) on the
+#: PHOTO config; the training faces are faces 0 .. PHOTO_FACES - 1, the held-out ones start
+#: at stylegan.HELDOUT_FIRST. The feature banks are the training sketches (int8, K PHOTO_K).
+PHOTO_DATA = "data/photo_train"
+PHOTO_HELDOUT = "data/photo_heldout"
+PHOTO_FACES = 2000
+PHOTO_STEPS_STAGE1 = 1400
+PHOTO_STEPS_STAGE2 = 1200
+PHOTO_K = 10
+#: The photo model's target: generated faces at most 0.6x the mean face's error.
+PHOTO_RATIO_TARGET = 0.6
+#: The cartoon model, measured beside the photo model on the same faces.
+DEMO_PARAMS_DIR = Path(__file__).resolve().parents[2] / "Params" / "demo"
+
+
 def bank_faces(remainder: int, parts: int) -> dict:
     """{component: N} for :func:`~dfd_kit.training.banks.densify_banks`."""
     from ..config import COMPONENTS
@@ -63,6 +78,14 @@ def ensure_facesjs_data(data_dir, n: int, seed: int, layout, progress: bool = Tr
 
         build_facesjs_dataset(data_dir, n, seed=seed, layout=layout, progress=progress)
     return data_dir
+
+
+def ensure_stylegan_data(data_dir, n: int, first: int, progress: bool = True) -> Path:
+    """Build, finish or resize the StyleGAN data set in ``data_dir`` (faces already made
+    are kept; a complete set costs only a look at its log)."""
+    from ..data.stylegan import build_stylegan_dataset
+
+    return build_stylegan_dataset(data_dir, n, first=first, progress=progress)
 
 
 def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
@@ -165,6 +188,49 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
                                               seed, progress)
         quantize_sketch_decoders(params_dir)
         write_model_card(params_dir, summary)
+        if measure:
+            run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
+                                           n_faces=None, figures=None, no_progress=not progress))
+    common.barrier()
+    return summary
+
+
+def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/photo", heldout_dir=PHOTO_HELDOUT,
+                n_faces: int = PHOTO_FACES, steps_stage1: int = PHOTO_STEPS_STAGE1,
+                steps_stage2: int = PHOTO_STEPS_STAGE2, k: int = PHOTO_K, batch_size: int = 4, seed: int = 0,
+                threads: Optional[int] = None, progress: bool = True, measure: bool = True) -> dict:
+    """The photo recipe: MobileStyleGAN faces, the PHOTO config, :func:`train`, int8 banks
+    of the training sketches with default K ``k``, int8 sketch decoders, a model card and,
+    with ``measure``, the held-out measurements. Every step resumes: run the same command
+    again after an interruption (or in several sittings) and it goes on where it stopped.
+    Returns the summary dict."""
+    from ..config import PHOTO
+    from ..data.stylegan import HELDOUT_FIRST
+    from . import common
+    from .banks import densify_banks
+    from .quality import HELDOUT_FACES
+
+    data_dir, heldout_dir = Path(data_dir), Path(heldout_dir)
+    if common.mpi_world() > 1:
+        missing = [d for d in (data_dir, heldout_dir) if not (d / "samples.csv").exists()]
+        if missing:
+            raise SystemExit(f"build the data first, without mpirun: {', '.join(map(str, missing))} "
+                             "(python -m dfd_kit.training photo-data)")
+    else:
+        ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress)
+        ensure_stylegan_data(data_dir, n_faces, 0, progress)
+    summary = train(data_dir, out_dir, PHOTO, None, None, steps_stage1, steps_stage2, batch_size, seed,
+                    params_dir, threads, progress)
+    summary["heldout"] = str(heldout_dir)
+    if common.is_main():
+        params_dir = Path(summary["params"])
+        t = time.time()
+        rows = densify_banks(params_dir, data_dir, bank_faces(n_faces, n_faces), k=k, progress=progress)
+        summary["banks"] = {"data": str(data_dir), "seed": 0, "remainder_faces": n_faces, "part_faces": n_faces,
+                            "k": k, "rows": rows, "minutes": round((time.time() - t) / 60, 2),
+                            "machine": machine_description()}
+        quantize_sketch_decoders(params_dir)
+        write_photo_model_card(params_dir, summary)
         if measure:
             run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
                                            n_faces=None, figures=None, no_progress=not progress))
@@ -295,6 +361,119 @@ To measure again:
     return path
 
 
+def photo_checks(heldout_dir, progress: bool = True) -> dict:
+    """The photo data's two checks for the model card: the layout (FaceMesh landmarks of
+    the held-out photos inside their boxes, :func:`~dfd_kit.data.stylegan.check_layout`)
+    and the sex direction against faces labelled by eye."""
+    from ..data import load_pair, load_samples
+    from ..data.stylegan import StyleGANError, check_layout, check_sex_labels
+    from ..config import PHOTO_LAYOUT
+
+    out = {}
+    try:
+        photos = [load_pair(s, PHOTO_LAYOUT)[1] for s in load_samples(heldout_dir)]
+        out["layout"] = check_layout(photos, PHOTO_LAYOUT)
+    except StyleGANError as e:
+        out["layout"] = {"error": str(e)}
+    out["sex"] = check_sex_labels()
+    return out
+
+
+def write_photo_model_card(params_dir, summary: dict, heldout_dir=PHOTO_HELDOUT) -> Path:
+    """Params/photo/MODEL_CARD.md from the photo recipe's summary; :func:`run_quality`
+    fills the metrics between the quality markers."""
+    from ..data.stylegan import FFHQ_CROP, PHOTO_SKETCH, RANDOM_FACE, TRUNCATION
+    from .quality import CARD_END, CARD_START, HELDOUT_FACES
+
+    s1, s2 = summary["stage1"], summary["stage2"]
+    checks = photo_checks(heldout_dir)
+    lay, sex = checks["layout"], checks["sex"]
+    if "error" in lay:
+        lay_text = f"not checked here: {lay['error']}"
+    else:
+        lay_text = (f"on the {lay['n']} held-out photos, FaceMesh puts every landmark of the part inside its box for "
+                    f"{100 * lay['left_eye']:.1f}% (left eye), {100 * lay['right_eye']:.1f}% (right eye), "
+                    f"{100 * lay['nose']:.1f}% (nose) and {100 * lay['mouth']:.1f}% (mouth) of the faces; all four "
+                    f"at once for {100 * lay['all']:.1f}% (no face found: {lay['no_face']})")
+    text = f"""# Photo model card
+
+The kit's photo-realistic DeepFaceDrawing model: the paper's architecture at 256 x 256 with
+the demo model's narrow networks (`config.json`: latent 128, feature maps 16 channels,
+generator ngf 16), trained from scratch on a 2-core CPU on **faces of people who do not
+exist**. It is what `dfd_kit.load("photo")` loads.
+
+## Data
+
+- Source: MobileStyleGAN (Belousov 2021, arXiv 2104.04767), run from the OpenVINO IR files in
+  the PyPI wheel `{RANDOM_FACE}` (Apache-2.0 code) with the current `openvino`
+  (`dfd_kit.data.stylegan`). Face *i* is generated from z drawn by `np.random.default_rng(i)`,
+  its style truncated toward the mean style by {TRUNCATION}.
+- Training: faces 0 to {summary['n_faces'] - 1}; held-out: {HELDOUT_FACES} faces from index 1,000,000, never trained on.
+- Alignment: the 1024 x 1024 FFHQ-aligned face cut to the square {FFHQ_CROP} (x, y, size) and
+  resized to 256, which puts the eyes where the official layout (halved) has them.
+  Component boxes (`config.py`, `PHOTO_LAYOUT`) centred on where MediaPipe FaceMesh finds each part
+  on faces 0-199. Check: {lay_text}.
+- Sketches: `photo_to_sketch(photo, {", ".join(f"{k}={v}" for k, v in PHOTO_SKETCH.items())})`: a median filter
+  before the line extraction keeps outlines and drops hair and background texture.
+- Sex: the generator's style space has a direction along which faces look more male or female;
+  it is the difference of the mean styles of faces 0-99 labelled by eye
+  (`stylegan.SEX_LABELS`; children and hidden faces left out), and faces are split at the midpoint.
+  Checked against faces 100-199 labelled by eye the same way: {100 * sex['agree']:.1f}% of
+  {sex['n']} agree. One feature bank per sex.
+{_banks_text(summary)}
+## Licence of these weights, plainly
+
+MobileStyleGAN was distilled from StyleGAN2 trained on FFHQ. FFHQ's images are published under
+CC BY-NC-SA 4.0 (by NVIDIA, from Flickr photos). Whether a model trained on a model of those
+images inherits their licence is not settled; to be safe, treat these weights as the FFHQ images
+are: **non-commercial use, with attribution, and share-alike** (teaching and research are fine;
+do not sell them or use them in a product). The kit's code stays MIT. No photo of a real
+person was used here: every face is generated.
+
+## Training
+
+| | steps (batch {summary['batch_size_per_process']} x {summary['processes']} process) | minutes | s / step |
+|---|---|---|---|
+| stage 1: five component auto-encoders | {s1['steps']} | {s1['minutes']} | {s1['sec_per_step']} |
+| stage 2: feature decoders + generator (conditional GAN) | {s2['steps']} | {s2['minutes']} | {s2['sec_per_step']} |
+
+Wall time {summary['wall_minutes']} minutes (including data loading and bank building) on
+{summary['machine']}, not counting the data (about 0.8 s a face a core). Weights stored as
+float16, the sketch decoders (they only draw the shadows) as int8; feature banks as int8.
+
+## Reproduce
+
+```bash
+make setup
+.venv/bin/python -m dfd_kit.training photo --out runs/photo --params Params/photo
+```
+
+It builds the data sets where missing (resuming a half-built one), trains both stages, exports
+here and measures; run it again after an interruption and it goes on where it stopped. To
+measure again: `.venv/bin/python -m dfd_kit.training quality --params Params/photo`.
+
+## Metrics
+
+{CARD_START}
+(not measured yet)
+{CARD_END}
+
+![held-out faces](heldout.png)
+
+![manifold projection on degraded sketches](projection.png)
+
+## Limits
+
+- 256 x 256 and a short CPU training: skin and hair are smooth, details blur.
+- The faces are StyleGAN's: mostly frontal, well lit, young to middle-aged adults and children;
+  the model knows nothing else.
+"""
+    path = Path(params_dir) / "MODEL_CARD.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def _banks_text(summary: dict) -> str:
     """The model card's bullet on the feature banks."""
     b = summary.get("banks")
@@ -307,27 +486,63 @@ def _banks_text(summary: dict) -> str:
 
 
 def _config(name: str):
-    """'official', 'demo' or a config.json path -> ModelConfig."""
-    from ..config import DEMO, OFFICIAL, ModelConfig
+    """'official', 'demo', 'photo' or a config.json path -> ModelConfig."""
+    from ..config import DEMO, OFFICIAL, PHOTO, ModelConfig
 
-    if name in ("official", "demo"):
-        return OFFICIAL if name == "official" else DEMO
+    named = {"official": OFFICIAL, "demo": DEMO, "photo": PHOTO}
+    if name in named:
+        return named[name]
     return ModelConfig.from_dict(json.loads(Path(name).read_text()))
 
 
+def data_source(params) -> str:
+    """"stylegan" for a model on the photo layout, else "facesjs": which generator makes
+    its training and held-out faces."""
+    from ..config import PHOTO_LAYOUT, ModelConfig
+
+    path = Path(params) / "config.json"
+    try:
+        layout = ModelConfig.from_dict(json.loads(path.read_text())).layout
+    except (OSError, ValueError, KeyError, TypeError):
+        return "facesjs"
+    return "stylegan" if layout == PHOTO_LAYOUT else "facesjs"
+
+
 def run_quality(a) -> int:
-    """The ``quality`` subcommand: see :mod:`dfd_kit.training.quality`."""
+    """The ``quality`` subcommand: see :mod:`dfd_kit.training.quality`. The data sets
+    default to the model's own kind (facesjs or StyleGAN faces) and are built if missing."""
     from ..config import DEMO
-    from .quality import (HELDOUT_FACES, HELDOUT_SEED, evaluate_quality, update_model_card, write_report)
+    from .quality import (HELDOUT_FACES, HELDOUT_SEED, comparison_markdown, evaluate_quality, update_model_card,
+                          write_report)
 
     params = Path(a.params)
     out = Path(a.figures) if a.figures else params
-    ensure_facesjs_data(a.data, DEMO_FACES, 0, DEMO.layout, not a.no_progress)
-    ensure_facesjs_data(a.heldout, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, not a.no_progress)
-    report = evaluate_quality(params, a.heldout, a.data, out, n_faces=a.n_faces, progress=not a.no_progress)
+    progress = not a.no_progress
+    if data_source(params) == "stylegan":
+        from ..data.stylegan import HELDOUT_FIRST
+
+        a.data, a.heldout = a.data or PHOTO_DATA, a.heldout or PHOTO_HELDOUT
+        ensure_stylegan_data(a.data, PHOTO_FACES, 0, progress)
+        ensure_stylegan_data(a.heldout, HELDOUT_FACES, HELDOUT_FIRST, progress)
+    else:
+        a.data, a.heldout = a.data or DEMO_DATA, a.heldout or "data/facesjs_heldout"
+        ensure_facesjs_data(a.data, DEMO_FACES, 0, DEMO.layout, progress)
+        ensure_facesjs_data(a.heldout, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
+    report = evaluate_quality(params, a.heldout, a.data, out, n_faces=a.n_faces, progress=progress)
+    extra = ""
+    if data_source(params) == "stylegan":
+        report.ratio_target = PHOTO_RATIO_TARGET
+        cartoon = DEMO_PARAMS_DIR
+        if (cartoon / "config.json").exists():   # the cartoon model on the same faces, for comparison
+            other = evaluate_quality(cartoon, a.heldout, a.data, None, n_faces=a.n_faces, progress=progress)
+            extra = ("The cartoon model (`Params/demo`) on the same held-out faces and sketches:\n\n"
+                     + comparison_markdown({"this model": report, "cartoon model": other}))
+            write_report(other, out / "quality_cartoon.json")
     write_report(report, out / "quality.json")
-    card = update_model_card(params / "MODEL_CARD.md", report)
+    card = update_model_card(params / "MODEL_CARD.md", report, extra)
     print(report.markdown())
+    if extra:
+        print(extra)
     print(f"figures: {', '.join(report.figures.values())}; quality.json in {out}"
           + ("; model card updated" if card else ""))
     return 0
@@ -370,7 +585,8 @@ def _run(argv=None) -> int:
     t.add_argument("--data", required=True, help="data set folder (samples.csv, sketch/, photo/)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, figures, banks); resumed if present")
     t.add_argument("--config", default="official",
-                   help="'official' (512 x 512, the paper's sizes), 'demo' (256 x 256, narrow) or a config.json")
+                   help="'official' (512 x 512, the paper's sizes), 'demo' (256 x 256, narrow), 'photo' (the demo's "
+                        "networks on the photo layout) or a config.json")
     t.add_argument("--steps-stage1", type=int, required=True)
     t.add_argument("--steps-stage2", type=int, required=True)
     t.add_argument("--minutes-stage1", type=float, default=None, help="optional time budget")
@@ -396,12 +612,53 @@ def _run(argv=None) -> int:
     q = sub.add_parser("quality", help="measure a trained model on held-out faces; figures, quality.json and the "
                                        "model card's metrics")
     q.add_argument("--params", default="Params/demo", help="model to measure")
-    q.add_argument("--data", default="data/facesjs_train", help="training set (the mean-face baseline)")
-    q.add_argument("--heldout", default="data/facesjs_heldout", help="held-out set (built if missing)")
+    q.add_argument("--data", default=None, help="training set, the mean-face baseline (default: the model's own "
+                                                "kind, data/facesjs_train or data/photo_train)")
+    q.add_argument("--heldout", default=None, help="held-out set, built if missing (default: data/facesjs_heldout "
+                                                   "or data/photo_heldout)")
     q.add_argument("--n-faces", type=int, default=None, help="use only the first N held-out faces")
     q.add_argument("--figures", default=None, help="where figures and quality.json go (default: --params)")
     q.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("photo", help="the photo recipe: MobileStyleGAN faces, PHOTO config, both stages, banks, "
+                                     "model card, measurements (resumes where it stopped)")
+    p.add_argument("--data", default=PHOTO_DATA, help="training set folder (built or finished here)")
+    p.add_argument("--heldout", default=PHOTO_HELDOUT, help="held-out set folder (built or finished here)")
+    p.add_argument("--out", default="runs/photo", help="run folder (checkpoints, figures, banks); resumed if present")
+    p.add_argument("--params", default="Params/photo", help="export folder")
+    p.add_argument("--n-faces", type=int, default=PHOTO_FACES)
+    p.add_argument("--steps-stage1", type=int, default=PHOTO_STEPS_STAGE1)
+    p.add_argument("--steps-stage2", type=int, default=PHOTO_STEPS_STAGE2)
+    p.add_argument("--k", type=int, default=PHOTO_K, help="the model's default number of neighbours")
+    p.add_argument("--batch-size", type=int, default=4, help="per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads")
+    p.add_argument("--no-quality", action="store_true", help="skip the held-out measurements after export")
+    p.add_argument("--no-progress", action="store_true")
+    g = sub.add_parser("photo-data", help="generate faces of people who do not exist (MobileStyleGAN) as a "
+                                          "(sketch, photo, sex) data set; resumable, parallel")
+    g.add_argument("--out", required=True, help="data set folder")
+    g.add_argument("--n", type=int, required=True, help="number of faces")
+    g.add_argument("--first", type=int, default=0, help="index of the first face (face i is seeded by i)")
+    g.add_argument("--size", type=int, default=256, choices=(256, 512))
+    g.add_argument("--truncation", type=float, default=None, help="toward the mean style (default: the recipe's)")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    g.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if a.cmd == "photo-data":
+        from ..data.stylegan import TRUNCATION, build_stylegan_dataset
+
+        out = build_stylegan_dataset(a.out, a.n, a.first, a.size, TRUNCATION if a.truncation is None else a.truncation,
+                                     a.workers, not a.no_progress)
+        print(f"{a.n} faces in {out}")
+        return 0
+    if a.cmd == "photo":
+        s = train_photo(a.data, a.out, a.params, a.heldout, a.n_faces, a.steps_stage1, a.steps_stage2, a.k,
+                        a.batch_size, a.seed, a.threads, not a.no_progress, not a.no_quality)
+        from .common import is_main
+
+        if is_main():
+            print(json.dumps(s, indent=2))
+        return 0
     if a.cmd == "quality":
         return run_quality(a)
     if a.cmd == "banks":
