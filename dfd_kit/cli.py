@@ -131,7 +131,7 @@ def run_generate(args) -> int:
             Image.fromarray(res.image).save(out / f"{stem}.png")
             if args.shadows:
                 Image.fromarray(res.shadow).save(out / f"{stem}_shadow.png")
-        except (DFDError, OSError) as e:
+        except (DFDError, OSError, ValueError, MemoryError) as e:   # one bad file never stops the batch
             _error(f, e)
             failed += 1
     return 1 if failed else 0

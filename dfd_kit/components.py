@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Union
 
@@ -21,60 +22,131 @@ from .errors import SketchError
 SketchLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
 
-def _open_image(path) -> Image.Image:
-    p = Path(path)
-    if not p.exists():
-        raise SketchError(f"sketch file not found: {p}")
+#: The largest sketch accepted, in pixels (checked before decoding): 40 megapixels, e.g.
+#: 8000 x 5000. Decoding one as RGBA takes 160 MB; a 2 GB notebook server survives that.
+MAX_PIXELS = 40_000_000
+
+#: Up to this long side a non-square sketch is padded to a square and then resized, as
+#: always (a uint8 square of at most 16 MB); a longer one is resized first and then padded,
+#: so a 1 x 20000 strip costs kilobytes, not gigabytes.
+PAD_FIRST_MAX_SIDE = 4096
+
+
+def _check_size(width: int, height: int, what) -> None:
+    if width < 1 or height < 1:
+        raise SketchError(f"{what} is empty ({width} x {height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise SketchError(f"{what} is {width} x {height} pixels, more than the {MAX_PIXELS // 10**6} megapixels "
+                          "a sketch may have; scale it down (the model uses 512 x 512 at most)")
+
+
+def _open_image(source, what) -> Image.Image:
+    """Open a file path or bytes lazily (PIL reads the header only) and check its size
+    before anything is decoded."""
     try:
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise SketchError(f"could not read sketch {p}: not a valid image ({e}). "
-                          "Save it again as PNG or JPEG.") from None
+        with warnings.catch_warnings():   # the size is checked here, more strictly than PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as e:
+        raise SketchError(f"{what} is too large to decode safely ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise SketchError(f"could not read {what}: not a valid image ({e}). Save it again as PNG or JPEG.") from None
     return img
 
 
-def _array_to_gray(a: np.ndarray) -> np.ndarray:
-    """Any numeric array (H,W), (H,W,1), (H,W,3) or (H,W,4) -> float64 (H,W) in [0, 255]."""
-    a = np.asarray(a)
-    if a.dtype == bool:
-        a = a.astype(np.float64) * 255
-    if not np.issubdtype(a.dtype, np.number):
-        raise SketchError(f"sketch array has dtype {a.dtype}; expected numbers")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise SketchError("sketch array contains NaN or infinite values")
-    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        pass
-    elif a.ndim != 2:
-        raise SketchError(f"sketch array has shape {a.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
-    if a.size == 0:
-        raise SketchError("sketch array is empty")
-    # Float images in [0, 1] are scaled to [0, 255].
-    if a.max() <= 1.0 and np.asarray(a).dtype.kind == "f":
-        a = a * 255.0
-    if a.ndim == 3:
-        if a.shape[2] == 4:  # composite over white: a transparent canvas background is paper
-            alpha = a[..., 3:4] / 255.0
-            a = a[..., :3] * alpha + 255.0 * (1 - alpha)
-        if a.shape[2] == 1:
-            a = a[..., 0]
-        else:
-            a = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
-    return np.clip(a, 0, 255)
+def _image_to_gray(img: Image.Image, what) -> np.ndarray:
+    """A PIL image -> uint8 (H, W), or float64 (H, W) in [0, 255] for 16-bit and float
+    images. The first frame of an animation; any error is a :class:`SketchError`."""
+    _check_size(*img.size, what)
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        return _decoded_to_gray(img, what)
+    except SketchError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise SketchError(f"{what} is too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise SketchError(f"could not read {what}: not a valid image, or an image mode ({img.mode}) that "
+                          f"cannot be read as grayscale ({e}). Save it again as an 8-bit PNG or JPEG.") from None
+    except MemoryError:
+        raise SketchError(f"{what} ({img.size[0]} x {img.size[1]}, {img.mode}) does not fit in memory; "
+                          "scale it down") from None
 
 
-def _image_to_gray(img: Image.Image) -> np.ndarray:
+def _decoded_to_gray(img: Image.Image, what) -> np.ndarray:
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, img)
-    if img.mode in ("I", "I;16", "F"):
+    if img.mode.startswith("I;16"):   # any byte order: as 32-bit integers, which numpy reads right
+        img = img.convert("I")
+    if img.mode in ("I", "F"):
         a = np.asarray(img, np.float64)
+        if not np.isfinite(a).all():
+            raise SketchError(f"{what} contains NaN or infinite values")
         return np.clip(a / (a.max() or 1) * 255, 0, 255)
+    if img.mode == "LAB":
+        return np.asarray(img.getchannel("L"))   # lightness, 0..255
     # PIL's integer luma: equal R, G, B give back exactly that value, as the official
     # code (which reads channel 0) would.
-    return np.asarray(img.convert("L"), np.float64)
+    return np.asarray(img.convert("L"))
+
+
+def _array_to_gray(a: np.ndarray) -> np.ndarray:
+    """Any numeric array (H,W), (H,W,1), (H,W,3) or (H,W,4) -> uint8 (H, W) for a uint8
+    gray array, else float64 (H, W) in [0, 255]. Computed channel by channel, so the
+    float copies are the size of one channel."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * np.uint8(255)
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise SketchError(f"sketch array has dtype {a.dtype}; expected real numbers")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))):
+        raise SketchError(f"sketch array has shape {a.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if a.size == 0:
+        raise SketchError("sketch array is empty")
+    _check_size(a.shape[1], a.shape[0], f"the sketch array {a.shape}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise SketchError("sketch array contains NaN or infinite values")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype == np.uint8 and a.ndim == 2 and a.max() > 1:
+        return a   # already what the float path would give back, without a float copy
+    top = float(a.max())
+    scale = 255.0 if top <= 1.0 else 1.0   # float images in [0, 1] (and 0/1 masks) are scaled to [0, 255]
+
+    def channel(i=None) -> np.ndarray:
+        return (a if i is None else a[..., i]).astype(np.float64) * scale if scale != 1.0 else \
+            (a if i is None else a[..., i]).astype(np.float64)
+
+    if a.ndim == 2:
+        return np.clip(channel(), 0, 255)
+    rgb = [channel(i) for i in range(3)]
+    if a.shape[2] == 4:  # composite over white: a transparent canvas background is paper
+        alpha = channel(3) / 255.0
+        rgb = [c * alpha + 255.0 * (1 - alpha) for c in rgb]
+    return np.clip(rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114, 0, 255)
+
+
+def _fit_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W) -> uint8 (size, size): padded with white to a square about its
+    centre, then resized (bicubic); past :data:`PAD_FIRST_MAX_SIDE`, resized first."""
+    h, w = gray.shape
+    side = max(h, w)
+    if h != w and side > PAD_FIRST_MAX_SIDE:
+        nw, nh = max(1, round(w * size / side)), max(1, round(h * size / side))
+        gray = np.asarray(Image.fromarray(gray).resize((nw, nh), Image.BICUBIC))
+        h, w, side = nh, nw, size
+    if h != w:
+        sq = np.full((side, side), 255, np.uint8)
+        y0, x0 = (side - h) // 2, (side - w) // 2
+        sq[y0:y0 + h, x0:x0 + w] = gray
+        gray = sq
+    if side != size:
+        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.BICUBIC))
+    return gray
 
 
 def normalise_sketch(sketch: SketchLike, layout: Layout) -> np.ndarray:
@@ -83,19 +155,21 @@ def normalise_sketch(sketch: SketchLike, layout: Layout) -> np.ndarray:
     Accepts a path, bytes of an image file, a PIL image, or a numpy array (uint8 or float
     in [0, 1] or [0, 255]; grayscale, RGB or RGBA with a transparent background). A
     non-square sketch is padded with white to a square about its centre, then resized to
-    the layout size (bicubic). A sketch drawn light-on-dark (median darker than mid-grey)
-    is inverted. The input is never modified.
+    the layout size (bicubic); one longer than :data:`PAD_FIRST_MAX_SIDE` is resized
+    first. A sketch drawn light-on-dark (median darker than mid-grey) is inverted. Images
+    over :data:`MAX_PIXELS`, unreadable files, odd image modes and NaN or infinite values
+    are a :class:`SketchError`. The input is never modified.
     """
     if isinstance(sketch, (str, os.PathLike)):
-        gray = _image_to_gray(_open_image(sketch))
+        p = Path(sketch)
+        if not p.exists():
+            raise SketchError(f"sketch file not found: {p}")
+        what = f"sketch {p}"
+        gray = _image_to_gray(_open_image(p, what), what)
     elif isinstance(sketch, bytes):
-        try:
-            img = Image.open(io.BytesIO(sketch)); img.load()
-        except (UnidentifiedImageError, OSError) as e:
-            raise SketchError(f"could not decode sketch bytes as an image ({e})") from None
-        gray = _image_to_gray(img)
+        gray = _image_to_gray(_open_image(sketch, "the sketch bytes"), "the sketch bytes")
     elif isinstance(sketch, Image.Image):
-        gray = _image_to_gray(sketch)
+        gray = _image_to_gray(sketch, "the sketch image")
     elif isinstance(sketch, np.ndarray):
         gray = _array_to_gray(sketch)
     else:
@@ -103,17 +177,9 @@ def normalise_sketch(sketch: SketchLike, layout: Layout) -> np.ndarray:
                           "a PIL image or a numpy array")
     if np.median(gray) < 128:
         gray = 255 - gray
-    h, w = gray.shape
-    if h != w:
-        s = max(h, w)
-        sq = np.full((s, s), 255.0)
-        y0, x0 = (s - h) // 2, (s - w) // 2
-        sq[y0:y0 + h, x0:x0 + w] = gray
-        gray = sq
-    out = np.round(gray).astype(np.uint8)
-    if out.shape[0] != layout.size:
-        out = np.asarray(Image.fromarray(out).resize((layout.size, layout.size), Image.BICUBIC))
-    return np.ascontiguousarray(out)
+    if gray.dtype != np.uint8:
+        gray = np.round(gray).astype(np.uint8)
+    return np.ascontiguousarray(_fit_square(gray, layout.size))
 
 
 def crop_components(sketch: np.ndarray, layout: Layout) -> Dict[str, np.ndarray]:

@@ -245,13 +245,20 @@ class MappedLinear(nn.Module):
     def __init__(self, weight: np.memmap, bias: np.ndarray):
         assert weight.dtype == np.float32 and weight.ndim == 2 and weight.flags.c_contiguous
         self.path, self.offset = str(weight.filename), int(weight.offset)
+        # held open: the file stays readable even if a newer compact copy replaces its folder
+        self._file = open(self.path, "rb")
         self.out_features, self.in_features = weight.shape
         self.bias_array = np.array(bias, np.float32)   # a numpy array, so not a Jittor parameter
+
+    def __del__(self):
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
 
     @property
     def weight_array(self) -> np.memmap:
         """The weight, memory-mapped (for saving and inspection)."""
-        return np.memmap(self.path, np.float32, "r", self.offset, (self.out_features, self.in_features))
+        return np.memmap(self._file, np.float32, "r", self.offset, (self.out_features, self.in_features))
 
     def execute(self, x: jt.Var) -> jt.Var:
         xs = x.numpy().astype(np.float32, copy=False)
@@ -261,15 +268,15 @@ class MappedLinear(nn.Module):
             how = dict(flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
         else:
             how = dict(access=mmap.ACCESS_READ)
-        with open(self.path, "rb") as f:
-            if os.fstat(f.fileno()).st_size < self.offset + 4 * self.out_features * self.in_features:
-                raise OSError(f"{self.path} is shorter than its header says")
-            for start in range(0, self.out_features, rows):
-                n = min(rows, self.out_features - start)
-                at = self.offset + 4 * start * self.in_features
-                base = at - at % mmap.ALLOCATIONGRANULARITY   # mappings start on that boundary
-                with mmap.mmap(f.fileno(), at - base + 4 * n * self.in_features, offset=base, **how) as m:
-                    w = np.frombuffer(m, np.float32, n * self.in_features, at - base)
-                    np.matmul(xs, w.reshape(n, self.in_features).T, out=y[:, start:start + n])
-                    del w   # the mapping closes only once no array uses it
+        f = self._file
+        if os.fstat(f.fileno()).st_size < self.offset + 4 * self.out_features * self.in_features:
+            raise OSError(f"{self.path} is shorter than its header says")
+        for start in range(0, self.out_features, rows):
+            n = min(rows, self.out_features - start)
+            at = self.offset + 4 * start * self.in_features
+            base = at - at % mmap.ALLOCATIONGRANULARITY   # mappings start on that boundary
+            with mmap.mmap(f.fileno(), at - base + 4 * n * self.in_features, offset=base, **how) as m:
+                w = np.frombuffer(m, np.float32, n * self.in_features, at - base)
+                np.matmul(xs, w.reshape(n, self.in_features).T, out=y[:, start:start + n])
+                del w   # the mapping closes only once no array uses it
         return jt.array(y + self.bias_array)

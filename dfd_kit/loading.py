@@ -7,30 +7,40 @@ Layout (official release, and the kit's demo model, which adds ``config.json``):
                                                            only the shadows; the demo stores
                                                            them as int8, see quantize_checkpoint)
     Params/AE_whole/{man,female}_{part}_feature.bin        feature banks (rows x latent, float32;
-                                                           a kit model may store float16 or int8)
+                                                           a kit model may store float16 or int8,
+                                                           behind a header, see write_bank)
     Params/Combine/latest_net_DE_{part}.pkl                feature decoders
     Params/Combine/latest_net_G.pkl                        generator
 
 with part in eye1, eye2, nose, mouth and '' (the remainder). Checkpoints are read the
 nanoGPT way: each official key is mapped onto this kit's module names by a table, every
 shape is checked, and anything missing or left over is reported.
+
+Nothing in a Params folder is trusted: pickles go through an allow-list that builds arrays
+of plain numbers and nothing else (:func:`safe_unpickle`), a file larger than its networks
+could need is refused unread, ``config.json`` is range-checked (:func:`check_model_config`),
+and what is written here is written atomically (:func:`atomic_write`).
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .config import COMPONENTS, OFFICIAL, OFFICIAL_NAMES, ModelConfig
+from .config import COMPONENTS, OFFICIAL, OFFICIAL_NAMES, PARTS, Box, ModelConfig
 from .errors import ParamsError
 
 SEXES = ("male", "female")
@@ -87,39 +97,272 @@ def check_params_dir(path, shadows: bool = True) -> Path:
 
 
 def read_config(root: Path) -> ModelConfig:
-    """The model configuration: ``config.json`` if present (kit-trained models), else official."""
+    """The model configuration: ``config.json`` if present (kit-trained models), else
+    official. Every value is range-checked (:func:`check_model_config`)."""
     cfg = Path(root) / "config.json"
     if cfg.is_file():
+        if cfg.stat().st_size > 1 << 20:
+            raise ParamsError(f"{cfg} is over 1 MB: not a dfd_kit model configuration")
         try:
-            return ModelConfig.from_dict(json.loads(cfg.read_text()))
-        except (ValueError, KeyError, TypeError) as e:
+            config = ModelConfig.from_dict(json.loads(cfg.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ParamsError(f"{cfg} is not a valid dfd_kit model configuration ({e})") from None
+        return check_model_config(config, cfg)
     return OFFICIAL
+
+
+#: Upper bounds for config.json values: far above any model this kit runs, far below what
+#: would exhaust a machine when the networks are built.
+_MAX_SIZE, _MAX_WIDTH, _MAX_LATENT, _MAX_DOWNSAMPLE, _MAX_BLOCKS = 2048, 4096, 8192, 8, 64
+
+
+def check_model_config(config: ModelConfig, source="config.json") -> ModelConfig:
+    """Raise :class:`ParamsError` listing every out-of-range value of ``config`` (what a
+    crafted or mistyped ``config.json`` could hold); return it unchanged otherwise."""
+    problems = []
+
+    def whole(name, v, lo, hi):
+        if type(v) is not int or not lo <= v <= hi:
+            problems.append(f"{name} must be a whole number from {lo} to {hi}, not {v!r}")
+            return False
+        return True
+
+    lay, n = config.layout, config.nets
+    size_ok = whole("layout.size", lay.size, 32, _MAX_SIZE)
+    if size_ok and lay.size % 32:
+        problems.append(f"layout.size must be a multiple of 32 (the encoders halve it 5 times), not {lay.size}")
+    if not isinstance(lay.boxes, dict) or set(lay.boxes) != set(PARTS):
+        problems.append(f"layout.boxes must give exactly {', '.join(PARTS)}, not {sorted(lay.boxes)}")
+    else:
+        for c, b in lay.boxes.items():
+            ok = all([whole(f"layout.boxes.{c}.x", b.x, 0, _MAX_SIZE), whole(f"layout.boxes.{c}.y", b.y, 0, _MAX_SIZE),
+                      whole(f"layout.boxes.{c}.size", b.size, 32, _MAX_SIZE)])
+            if ok and b.size % 32:
+                problems.append(f"layout.boxes.{c}.size must be a multiple of 32, not {b.size}")
+            if ok and size_ok and (b.x + b.size > lay.size or b.y + b.size > lay.size):
+                problems.append(f"layout.boxes.{c} ({b.x}, {b.y}, size {b.size}) must lie inside the "
+                                f"{lay.size} x {lay.size} image")
+        if isinstance(lay.boxes.get("nose"), Box) and type(lay.boxes["nose"].size) is int:
+            whole("layout.nose_rows", lay.nose_rows, 1, lay.boxes["nose"].size)
+    if sorted(map(str, lay.paste_order)) != sorted(PARTS):
+        problems.append(f"layout.paste_order must list {', '.join(PARTS)} once each, not {list(lay.paste_order)}")
+    whole("nets.latent_dim", n.latent_dim, 1, _MAX_LATENT)
+    lists = {"encoder_channels": n.encoder_channels, "decoder_channels": n.decoder_channels,
+             "feature_decoder_channels": n.feature_decoder_channels}
+    for name, chans in lists.items():
+        if not isinstance(chans, tuple) or not 1 <= len(chans) <= 8:
+            problems.append(f"nets.{name} must be a list of 1 to 8 widths, not {chans!r}")
+            continue
+        for i, w in enumerate(chans):
+            whole(f"nets.{name}[{i}]", w, 1, _MAX_WIDTH)
+    n_enc = len(n.encoder_channels) if isinstance(n.encoder_channels, tuple) else 0
+    for name in ("decoder_channels", "feature_decoder_channels"):
+        if n_enc and isinstance(lists[name], tuple) and len(lists[name]) != n_enc + 1:
+            problems.append(f"nets.{name} must have one width more than nets.encoder_channels "
+                            f"({n_enc + 1}), not {len(lists[name])}")
+    whole("nets.feature_channels", n.feature_channels, 1, _MAX_WIDTH)
+    ngf_ok = whole("nets.ngf", n.ngf, 1, _MAX_WIDTH)
+    if whole("nets.n_downsample", n.n_downsample, 0, _MAX_DOWNSAMPLE):
+        if size_ok and lay.size % 2 ** n.n_downsample:
+            problems.append(f"layout.size {lay.size} must be divisible by 2 ** nets.n_downsample "
+                            f"({2 ** n.n_downsample})")
+        if ngf_ok and n.ngf * 2 ** n.n_downsample > _MAX_WIDTH:
+            problems.append(f"nets.ngf * 2 ** nets.n_downsample (the generator's widest layer) must be at "
+                            f"most {_MAX_WIDTH}")
+    whole("nets.n_blocks", n.n_blocks, 0, _MAX_BLOCKS)
+    if n_enc and size_ok:
+        crops = [lay.size] + [b.size for b in lay.boxes.values() if isinstance(b, Box) and type(b.size) is int]
+        if any(s >> n_enc < 1 for s in crops):
+            problems.append(f"every crop must keep at least one pixel after nets.encoder_channels' {n_enc} halvings")
+    whole("k", config.k, 2, 10_000)
+    if problems:
+        count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
+        raise ParamsError(f"{source} holds values out of range ({count}):\n  "
+                          + "\n  ".join(problems) + "\nFix them, or export the model again.")
+    return config
 
 
 # ---------------------------------------------------------------- safe reading
 
-def _as_array(data, *args):
+class _Refused(pickle.UnpicklingError):
+    """Something in a pickle that a file of arrays has no reason to hold."""
+
+
+class _BoundedFile:
+    """The unpickler's view of a file: no read past ``end``, so a crafted length field
+    (8 GB claimed in a 50-byte file) is refused before anything is allocated for it."""
+
+    def __init__(self, f, end: int):
+        self.f, self.end = f, end
+
+    def left(self, n: int) -> int:
+        left = self.end - self.f.tell()
+        if n > left:
+            raise _Refused(f"a record claims {n} bytes but only {left} are left in the file")
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read(self.left(n) if n is not None and n >= 0 else max(self.end - self.f.tell(), 0))
+
+    def readline(self) -> bytes:
+        return self.f.readline(max(self.end - self.f.tell(), 0))
+
+
+#: The number types an array in a checkpoint may have (numpy's pickled type names).
+_NUMBER_TYPES = re.compile(r"b1|[iu][1248]|f[248]")
+_NDARRAY = object()   # stands for numpy.ndarray: only _reconstruct may receive it; nothing calls it
+
+
+class _DtypeStub:
+    """``numpy.dtype(spec)`` as a pickle builds it, for plain numbers only (an object dtype
+    would let the pickle put arbitrary objects in an array)."""
+
+    def __init__(self, spec, align=False, copy=True):
+        if not (isinstance(spec, str) and _NUMBER_TYPES.fullmatch(spec)):
+            raise _Refused(f"refusing array type {spec!r}: a checkpoint holds plain numbers only")
+        self.dtype = np.dtype(spec)
+
+    def setstate(self, state):
+        # (version, byte order, subarray, names, fields, ...): only the byte order may be set
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ("<", ">", "|", "=")
+                and all(x is None for x in state[2:5])):
+            raise _Refused("refusing a structured or malformed array type")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _ArrayStub:
+    """What ``numpy.core.multiarray._reconstruct`` gives here: nothing is allocated until
+    the pickle's BUILD hands over the array's bytes, which must fill its shape exactly."""
+
+    def __init__(self):
+        self.array = None
+
+    def setstate(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise _Refused("malformed array record")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise _Refused(f"malformed array shape {shape!r}")
+        if not isinstance(dtype, _DtypeStub) or not isinstance(data, (bytes, bytearray)):
+            raise _Refused("an array's data must be the bytes of a plain number type")
+        n = math.prod(shape) * dtype.dtype.itemsize      # Python ints: no overflow
+        if n != len(data):
+            raise _Refused(f"an array of shape {shape} needs {n} bytes; its record holds {len(data)}")
+        if isinstance(data, bytes):
+            data = bytearray(data)   # a record inside a pickle frame: 64 KB at most
+        self.array = np.frombuffer(data, dtype.dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NDARRAY:
+        raise _Refused("_reconstruct may only build a numpy array")
+    return _ArrayStub()
+
+
+def _scalar(dtype, data):
+    if not (isinstance(dtype, _DtypeStub) and isinstance(data, (bytes, bytearray))
+            and len(data) == dtype.dtype.itemsize):
+        raise _Refused("malformed numpy scalar")
+    return np.frombuffer(bytes(data), dtype.dtype)[0]
+
+
+def _var(data, *args):
     # jittor >= 1.3 pickles each Var as (jittor.Var, (ndarray,)); keep the array.
-    return np.asarray(data)
+    if not isinstance(data, (_ArrayStub, np.ndarray)):
+        raise _Refused(f"a jittor Var must hold an array, not a {type(data).__name__}")
+    return data
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts of numpy arrays and nothing else: no arbitrary code runs."""
-    _ALLOWED = {
-        ("collections", "OrderedDict"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+class _SafeUnpickler(pickle._Unpickler):
+    """Unpickles dicts, lists, strings and numbers holding numpy arrays of plain numbers,
+    and nothing else: no other class is imported or called, so no code runs, and no array
+    is allocated beyond the bytes the file holds.
+
+    It is Python's pure-Python unpickler, because the C one allocates a record's claimed
+    length before reading it; reads go through :class:`_BoundedFile`, and a large byte
+    record is read straight into the bytearray its array then uses (one copy in memory).
+    """
+
+    _GLOBALS = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("numpy", "ndarray"): _NDARRAY,
+        ("numpy", "dtype"): _DtypeStub,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.multiarray", "scalar"): _scalar,
+        ("numpy._core.multiarray", "scalar"): _scalar,
     }
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: _BoundedFile):
+        super().__init__(file)
+        self._bounded = file
 
     def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
+        if (module, name) in self._GLOBALS:
+            return self._GLOBALS[module, name]
         # jittor 1.3 pickles Var as module "jittor", qualified name "jittor_core.Var"
         if module.split(".")[0] in ("jittor", "jittor_core") and name.split(".")[-1] == "Var":
-            return _as_array
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a checkpoint holds arrays only")
+            return _var
+        raise _Refused(f"refusing to load {module}.{name}: a checkpoint holds arrays only")
+
+    def _bytes_record(self, length_size: int):
+        n = int.from_bytes(self.read(length_size), "little")
+        frame = self._unframer.current_frame
+        if frame is not None and frame.tell() < len(frame.getbuffer()):
+            self.append(self.read(n))    # inside a frame: bounded by the frame
+            return
+        self._unframer.current_frame = None
+        buf = bytearray(self._bounded.left(n))
+        if self._bounded.f.readinto(buf) != n:
+            raise _Refused("the file ends inside an array")
+        self.append(buf)
+
+    def load_binbytes(self):
+        self._bytes_record(4)
+
+    def load_binbytes8(self):
+        self._bytes_record(8)
+
+    def load_build(self):
+        state = self.stack.pop()
+        target = self.stack[-1]
+        if not isinstance(target, (_ArrayStub, _DtypeStub)):
+            raise _Refused(f"refusing to set the state of a {type(target).__name__}")
+        target.setstate(state)
+
+    dispatch[pickle.BINBYTES[0]] = load_binbytes
+    dispatch[pickle.BINBYTES8[0]] = load_binbytes8
+    dispatch[pickle.BYTEARRAY8[0]] = load_binbytes8
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _resolve(obj, seen: set):
+    """The loaded structure with every array stub replaced by its array."""
+    if isinstance(obj, _ArrayStub):
+        if obj.array is None:
+            raise _Refused("an array record without its data")
+        return obj.array
+    if isinstance(obj, _DtypeStub):
+        return obj.dtype
+    if isinstance(obj, (dict, list, tuple)) and id(obj) not in seen:
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            for k in list(obj):
+                obj[k] = _resolve(obj[k], seen)
+        elif isinstance(obj, list):
+            obj[:] = [_resolve(x, seen) for x in obj]
+        else:
+            return tuple(_resolve(x, seen) for x in obj)
+    return obj
+
+
+def safe_unpickle(f, end: int):
+    """Unpickle from the open binary file ``f`` (up to offset ``end``), allowing only
+    dicts, lists, tuples, strings, numbers and numpy arrays of plain numbers. Anything
+    else raises (``pickle.UnpicklingError`` and friends); callers say what to do."""
+    return _resolve(_SafeUnpickler(_BoundedFile(f, end)).load(), set())
 
 
 #: A kit checkpoint may hold a weight as int8 codes with one float32 scale for each slice
@@ -132,16 +375,23 @@ def _per_slice(scale: np.ndarray, ndim: int) -> np.ndarray:
     return scale.reshape((-1,) + (1,) * (ndim - 1))
 
 
-def read_checkpoint(path) -> Dict[str, np.ndarray]:
+def read_checkpoint(path, max_bytes: Optional[int] = None) -> Dict[str, np.ndarray]:
     """A .pkl checkpoint -> {key: float32 array}. Accepts jittor 1.1's plain pickle and
     jittor 1.3's (pickle + sha1 + b'HCAJSLHD'); float16 and int8 storage
-    (:func:`quantize_checkpoint`) are widened to float32."""
+    (:func:`quantize_checkpoint`) are widened to float32. ``max_bytes``: refuse a larger
+    file before reading it (what the expected networks could need at most). Anything
+    wrong is a :class:`ParamsError`."""
     path = Path(path)
     # Unpickled straight from the file: holding its bytes too would double the peak memory.
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
+        if max_bytes is not None and size > max_bytes:
+            raise ParamsError(f"{path} is {size / 2**20:.1f} MB, more than the {max_bytes / 2**20:.1f} MB that "
+                              "the networks of this model can hold: it is not a checkpoint of this model "
+                              "(check config.json, or download the file again)")
         f.seek(max(size - 28, 0))
         tail = f.read()
+        end = size
         if tail.endswith(_JT13_TRAILER) and size > 28:
             f.seek(0)
             sha, left = hashlib.sha1(), size - 28
@@ -151,25 +401,31 @@ def read_checkpoint(path) -> Dict[str, np.ndarray]:
                 left -= len(chunk)
             if sha.digest() != tail[:20]:
                 raise ParamsError(f"{path} is corrupt (its checksum does not match); download it again")
+            end = size - 28
         f.seek(0)
         try:
-            obj = _ArrayUnpickler(f).load()   # stops at the pickle's end, before any trailer
+            obj = safe_unpickle(f, end)   # stops at the pickle's end, before any trailer
         except Exception as e:
             raise ParamsError(f"could not read checkpoint {path}: {e}. The file is damaged or not a "
                               "DeepFaceDrawing checkpoint; download it again.") from None
     if not isinstance(obj, dict):
         raise ParamsError(f"{path} does not hold a dict of arrays")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, (np.ndarray, np.generic))]
+    if bad:
+        raise ParamsError(f"{path}: {', '.join(bad[:5])} {'is' if len(bad) == 1 else 'are'} not arrays; "
+                          "the file is not a DeepFaceDrawing checkpoint")
     out = {}
     for k, v in obj.items():
         k, a = str(k), np.asarray(v)
         if k.endswith(INT8_SCALE):
             continue
         if a.dtype == np.int8:
-            if k + INT8_SCALE not in obj:
-                raise ParamsError(f"{path}: {k} is stored as int8 without its scales ({k}{INT8_SCALE}); "
-                                  "the file is damaged: download or export the model again")
-            scale = np.asarray(obj[k + INT8_SCALE], np.float32)
-            a = a.astype(np.float32) * _per_slice(scale, a.ndim)
+            scale = obj.get(k + INT8_SCALE)
+            if scale is None or a.ndim < 1 or np.shape(scale) != (a.shape[0],):
+                raise ParamsError(f"{path}: {k} is stored as int8 without its scales ({k}{INT8_SCALE}, one "
+                                  "per slice of its first axis); the file is damaged: download or export "
+                                  "the model again")
+            a = a.astype(np.float32) * _per_slice(np.asarray(scale, np.float32), a.ndim)
         out[k] = a.astype(np.float32) if a.dtype != np.float32 else a
     return out
 
@@ -192,9 +448,59 @@ def quantize_checkpoint(path, dtype=np.float16) -> None:
     write_checkpoint(path, out)
 
 
+# ---------------------------------------------------------------- atomic writes and locks
+
+def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, flush it to
+    disk and rename it over ``path``: a reader (or a Ctrl-C) sees the old file or the new
+    one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def _flock(path: Path, exclusive: bool = True):
+    """Hold an advisory lock (``fcntl.flock``) on ``path`` for the ``with`` block. Where
+    the lock file cannot be created (a read-only place) or flock does not exist, nothing
+    is locked."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")
+    except (ImportError, OSError):
+        yield False
+        return
+    with f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def params_lock(root, exclusive: bool = False):
+    """The lock of a whole Params folder: shared while a model loads, exclusive while one
+    is written (:func:`dfd_kit.pipeline.save_model`, ``densify_banks``), so a load never
+    mixes files of two exports. The lock file lives in :func:`compact_cache_dir`."""
+    return _flock(compact_cache_dir(root) / "params.lock", exclusive)
+
+
 # ---------------------------------------------------------------- compact cache
 
-_COMPACT_VERSION = 1
+_COMPACT_VERSION = 2
 
 
 def compact_cache_dir(root) -> Path:
@@ -207,64 +513,115 @@ def compact_cache_dir(root) -> Path:
     return base / "compact" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
 
 
-def compact_checkpoint(root, rel: str) -> Dict[str, np.ndarray]:
+def file_sha256(path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(16 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
+
+
+def compact_checkpoint(root, rel: str, max_bytes: Optional[int] = None) -> Dict[str, np.ndarray]:
     """A checkpoint as {key: float32 array memory-mapped from its own .npy file}.
 
-    The pickle is converted once into :func:`compact_cache_dir`; the copy is redone when the
-    pickle's size or modification time changes. Mapped arrays cost no memory until read,
-    and a big linear layer can stay mapped (:class:`dfd_kit.layers.MappedLinear`). Where
-    the cache cannot be written, the pickle is read into memory instead, with a warning.
+    The pickle is converted once into :func:`compact_cache_dir` ``/<rel>/<sha256>/``, a
+    folder named by the pickle's content and never changed afterwards, so a model mapped
+    from it keeps its weights whatever happens to the pickle later. The hash is computed
+    again only when the pickle's size, modification time or inode change. The conversion
+    runs under a lock (two kernels loading at once wait for each other), into a temporary
+    folder renamed into place. Mapped arrays cost no memory until read, and a big linear
+    layer can stay mapped (:class:`dfd_kit.layers.MappedLinear`). Where the cache cannot
+    be written, the pickle is read into memory instead, with a warning.
     """
     src = Path(root) / rel
-    st = src.stat()
-    stamp = {"version": _COMPACT_VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     folder = compact_cache_dir(root) / rel
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _flock(folder / "lock"):
+            return _compact_locked(src, folder, max_bytes)
+    except ParamsError:   # a FileNotFoundError too, but the file's fault, not the cache's
+        raise
+    except OSError as e:
+        warnings.warn(f"could not write the compact copy of {rel} to {folder} ({e}); keeping the "
+                      "weights in memory instead", stacklevel=2)
+        return read_checkpoint(src, max_bytes)
+
+
+def _compact_locked(src: Path, folder: Path, max_bytes: Optional[int]) -> Dict[str, np.ndarray]:
     index_file = folder / "index.json"
     try:
-        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
-    except ValueError:
+        index = json.loads(index_file.read_text())
+        assert isinstance(index, dict) and index.get("version") == _COMPACT_VERSION
+        assert isinstance(index.get("files"), dict)
+    except (OSError, ValueError, AssertionError):
         index = {}
-    if index.get("source") != stamp:
-        state = read_checkpoint(src)
-        try:
-            index = _write_compact(state, folder, stamp)
-        except OSError as e:
-            warnings.warn(f"could not write the compact copy of {rel} to {folder} ({e}); keeping the "
-                          "weights in memory instead", stacklevel=2)
-            return state
+    stamp = _stamp(src)
+    digest = index["sha256"] if index.get("stamp") == stamp else file_sha256(src)
+    version = folder / digest
+    if index.get("sha256") != digest or not version.is_dir():
+        state = read_checkpoint(src, max_bytes)
+        if _stamp(src) != stamp:
+            raise ParamsError(f"{src} changed while it was being read (is a model being exported into that "
+                              "folder?); load it again when that is done")
+        index = {"version": _COMPACT_VERSION, "sha256": digest, "stamp": stamp,
+                 "files": _write_compact(state, folder, version)}
         del state   # the copy on disk replaces it
-    return {k: np.load(folder / f, mmap_mode="r") for k, f in index["files"].items()}
+        atomic_write(index_file, lambda f: f.write(json.dumps(index)), "w")
+        # Older copies go; a model mapped from one keeps its pages (open mappings survive unlink).
+        for old in folder.iterdir():
+            if old.is_dir() and old.name != digest:
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.suffix == ".npy":   # the flat layout of cache version 1
+                old.unlink()
+    elif index["stamp"] != stamp:     # touched, or copied: same content, new stamp
+        index["stamp"] = stamp
+        atomic_write(index_file, lambda f: f.write(json.dumps(index)), "w")
+    return {k: np.load(version / f, mmap_mode="r") for k, f in index["files"].items()}
 
 
-def _write_compact(state: Dict[str, np.ndarray], folder: Path, stamp: dict) -> dict:
-    """One .npy per tensor, then index.json last: a folder without a current index is redone."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    files = {}
-    for i, (key, a) in enumerate(state.items()):
-        files[key] = f"{i}.npy"
-        np.save(folder / files[key], np.ascontiguousarray(a, np.float32))
-    index = {"source": stamp, "files": files}
-    tmp = folder / "index.json.tmp"
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, folder / "index.json")
-    return index
+def _write_compact(state: Dict[str, np.ndarray], folder: Path, version: Path) -> Dict[str, str]:
+    """One .npy per tensor in a temporary folder, renamed to ``version`` once complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    try:
+        files = {}
+        for i, (key, a) in enumerate(state.items()):
+            files[key] = f"{i}.npy"
+            np.save(tmp / files[key], np.ascontiguousarray(a, np.float32))
+        shutil.rmtree(version, ignore_errors=True)   # an incomplete copy left by hand
+        os.replace(tmp, version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return files
 
+
+# ---------------------------------------------------------------- feature banks
 
 #: How a feature bank file stores its rows: config.json's ``"bank_dtype"`` -> numpy type.
 #: float32 is the official format; a kit model may store float16, or int8 (one byte per
 #: number, see :func:`write_bank`) to keep a dense bank small.
 BANK_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "u1"}
 
+#: A bank file written by this kit starts with this magic, a 4-byte little-endian length
+#: and a JSON header (dtype, rows, dim, sha256 of the rows), padded to a 64-byte boundary;
+#: then the rows as in a headerless (official) file.
+BANK_MAGIC = b"DFDBANK\x01"
+
 
 def bank_dtype(root) -> str:
-    """The feature banks' storage type (a key of :data:`BANK_DTYPES`): float32 (official),
-    or what a kit model's ``config.json`` says under ``"bank_dtype"``."""
+    """The feature banks' storage type (a key of :data:`BANK_DTYPES`) for headerless bank
+    files: float32 (official), or what a kit model's ``config.json`` says under
+    ``"bank_dtype"``. A bank file with a header says its own type."""
     cfg = Path(root) / "config.json"
     if cfg.is_file():
         try:
             name = json.loads(cfg.read_text()).get("bank_dtype", "float32")
-        except ValueError:
+        except (ValueError, AttributeError):
             return "float32"   # read_config reports a broken config.json
         if name not in BANK_DTYPES:
             raise ParamsError(f"{cfg}: bank_dtype must be one of {sorted(BANK_DTYPES)}, not {name!r}")
@@ -276,42 +633,98 @@ def _int8_header_bytes(latent_dim: int) -> int:
     return 2 * 4 * latent_dim
 
 
+def _bank_payload_bytes(rows: int, dim: int, dtype: str) -> int:
+    extra = _int8_header_bytes(dim) if dtype == "int8" else 0
+    return extra + rows * dim * np.dtype(BANK_DTYPES[dtype]).itemsize
+
+
 def write_bank(path, bank: np.ndarray, dtype: str = "float32") -> None:
-    """Write a feature bank (N, D) as raw rows in ``dtype`` (a key of :data:`BANK_DTYPES`).
+    """Write a feature bank (N, D) in ``dtype`` (a key of :data:`BANK_DTYPES`), atomically,
+    behind a header (:data:`BANK_MAGIC`) that records the type, shape and a checksum.
 
     int8: each dimension is quantised on its own to 256 levels between its smallest and
-    largest value; the file holds D float32 offsets, D float32 steps, then N x D codes,
+    largest value; the rows are D float32 offsets, D float32 steps, then N x D codes,
     and a value reads back as offset + step * code (error at most half a step: for the
     demo model's banks under 0.07 for the parts and 0.3 for the remainder, whose
     nearest neighbours lie about 10 to 60 apart)."""
     bank = np.asarray(bank, np.float64)
-    with open(path, "wb") as f:
-        if dtype != "int8":
-            f.write(np.ascontiguousarray(bank, BANK_DTYPES[dtype]).tobytes())
-            return
+    if dtype != "int8":
+        payload = np.ascontiguousarray(bank, BANK_DTYPES[dtype]).tobytes()
+    else:
         lo = bank.min(axis=0).astype(np.float32)
         step = ((bank.max(axis=0) - lo) / 255.0).astype(np.float32)
         codes = np.round((bank - lo) / np.where(step > 0, step, 1.0))
-        f.write(lo.tobytes() + step.tobytes() + np.clip(codes, 0, 255).astype(np.uint8).tobytes())
+        payload = lo.tobytes() + step.tobytes() + np.clip(codes, 0, 255).astype(np.uint8).tobytes()
+    header = json.dumps({"dtype": dtype, "rows": int(bank.shape[0]), "dim": int(bank.shape[1]),
+                         "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    header += b" " * (-(len(BANK_MAGIC) + 4 + len(header)) % 64)
+    atomic_write(path, lambda f: f.write(BANK_MAGIC + len(header).to_bytes(4, "little") + header + payload))
+
+
+def bank_header(path) -> Optional[dict]:
+    """A bank file's header (dtype, rows, dim, sha256, and ``offset``: where the rows
+    start), or None for a headerless file. Raises :class:`ParamsError` for a damaged one."""
+    with open(path, "rb") as f:
+        if f.read(len(BANK_MAGIC)) != BANK_MAGIC:
+            return None
+        try:
+            n = int.from_bytes(f.read(4), "little")
+            if n > 4096:
+                raise ValueError("header too long")
+            h = json.loads(f.read(n))
+            if not (h["dtype"] in BANK_DTYPES and type(h["rows"]) is int and h["rows"] >= 1
+                    and type(h["dim"]) is int and isinstance(h["sha256"], str)):
+                raise ValueError(f"bad header {h}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ParamsError(f"feature bank {path} has a damaged header ({e}); export the model again") from None
+    return {**h, "offset": len(BANK_MAGIC) + 4 + n}
+
+
+def _checked_bank_header(path: Path, latent_dim: int, size: int) -> Optional[dict]:
+    """:func:`bank_header`, checked against the file's size and checksum and the model's latent size."""
+    h = bank_header(path)
+    if h is None:
+        return None
+    if h["dim"] != latent_dim:
+        raise ParamsError(f"feature bank {path} holds {h['dim']}-d rows, but config.json says latent_dim {latent_dim}")
+    if size - h["offset"] != _bank_payload_bytes(h["rows"], h["dim"], h["dtype"]):
+        raise ParamsError(f"feature bank {path} has {size} bytes, not the {h['rows']} {h['dtype']} rows its "
+                          "header says; the file is truncated -- export or download it again")
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(h["offset"])
+        for chunk in iter(lambda: f.read(16 << 20), b""):
+            sha.update(chunk)
+    if sha.hexdigest() != h["sha256"]:
+        raise ParamsError(f"feature bank {path} is damaged (its checksum does not match); export or "
+                          "download it again")
+    return h
 
 
 def read_bank(path, latent_dim: int, dtype: str = "float32") -> np.ndarray:
-    """A raw feature bank (:func:`write_bank`), rows inferred from the file size: float32
-    memory-mapped, float16 and int8 widened to float32 in memory."""
+    """A feature bank (:func:`write_bank`): float32 memory-mapped, float16 and int8 widened
+    to float32 in memory. A file with a header says its own type and rows (and its checksum
+    is checked); a headerless file (the official format, and the kit's older files) is
+    read as ``dtype``, its rows inferred from its size."""
     path = Path(path)
     size = path.stat().st_size
-    header = _int8_header_bytes(latent_dim) if dtype == "int8" else 0
-    row = np.dtype(BANK_DTYPES[dtype]).itemsize * latent_dim
-    if size <= header or (size - header) % row:
-        raise ParamsError(f"feature bank {path} has {size} bytes, not a whole number of "
-                          f"{latent_dim}-d {dtype} rows; the file is truncated -- download it again")
-    shape = ((size - header) // row, latent_dim)
+    h = _checked_bank_header(path, latent_dim, size)
+    if h is not None:
+        dtype, rows, offset = h["dtype"], h["rows"], h["offset"]
+    else:
+        header = _int8_header_bytes(latent_dim) if dtype == "int8" else 0
+        row = np.dtype(BANK_DTYPES[dtype]).itemsize * latent_dim
+        if size <= header or (size - header) % row:
+            raise ParamsError(f"feature bank {path} has {size} bytes, not a whole number of "
+                              f"{latent_dim}-d {dtype} rows; the file is truncated -- download it again")
+        rows, offset = (size - header) // row, 0
+    shape = (rows, latent_dim)
     if dtype == "float32":
-        return np.memmap(path, dtype="<f4", mode="r", shape=shape)
+        return np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=shape)
     if dtype == "float16":
-        return np.asarray(np.memmap(path, dtype="<f2", mode="r", shape=shape), np.float32)
-    scale = np.fromfile(path, "<f4", count=2 * latent_dim).reshape(2, latent_dim)
-    codes = np.memmap(path, dtype="u1", mode="r", offset=header, shape=shape)
+        return np.asarray(np.memmap(path, dtype="<f2", mode="r", offset=offset, shape=shape), np.float32)
+    scale = np.fromfile(path, "<f4", count=2 * latent_dim, offset=offset).reshape(2, latent_dim)
+    codes = np.memmap(path, dtype="u1", mode="r", offset=offset + _int8_header_bytes(latent_dim), shape=shape)
     return (scale[0] + scale[1] * codes.astype(np.float32)).astype(np.float32)
 
 
@@ -408,8 +821,11 @@ def load_into(module, state: Dict[str, np.ndarray], table, source: str) -> None:
     from .layers import MappedLinear
 
     for prefix in _mapped_linears(module, kit):
-        setattr(_owner(module, prefix), prefix.rpartition(".")[2],
-                MappedLinear(kit[f"{prefix}.weight"], _read(kit[f"{prefix}.bias"])))
+        try:
+            layer = MappedLinear(kit[f"{prefix}.weight"], _read(kit[f"{prefix}.bias"]))
+        except FileNotFoundError:   # a newer export replaced its compact copy: read it from the mapping
+            continue
+        setattr(_owner(module, prefix), prefix.rpartition(".")[2], layer)
         del own[f"{prefix}.weight"], own[f"{prefix}.bias"]
     for key, var in own.items():
         if key in kit:
@@ -438,7 +854,10 @@ def _read(a: np.ndarray) -> np.ndarray:
     """A float32 copy in memory. A memory-mapped array is read from its file rather than
     through the mapping: pages touched through a mapping would count in this process's memory."""
     if isinstance(a, np.memmap):
-        return np.load(a.filename)
+        try:
+            return np.load(a.filename)
+        except FileNotFoundError:   # a newer export's conversion removed it: the mapping still holds it
+            return np.array(a, np.float32)
     return np.ascontiguousarray(a, np.float32)
 
 
@@ -470,9 +889,4 @@ def official_state(module, table, dtype=np.float32) -> Dict[str, np.ndarray]:
 
 def write_checkpoint(path, state: Dict[str, np.ndarray]) -> None:
     """Write {key: array} as a plain pickle (the jittor 1.1 layout), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(dict(state), f, protocol=4)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: pickle.dump(dict(state), f, protocol=4))

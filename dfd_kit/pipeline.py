@@ -19,7 +19,7 @@ from .embedding import ComponentEncoder, LatentDecoder, crop_to_input, sketch_de
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
                       compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
-                      bank_dtype, load_into, read_bank, read_config)
+                      bank_dtype, load_into, params_lock, read_bank, read_config)
 from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_weights
 from .mapping import feature_decoder, paste_feature_maps
 from .synthesis import Generator, to_uint8_image
@@ -349,11 +349,22 @@ def key_table(kind: str, config: ModelConfig):
             "generator": lambda: generator_key_table(n.n_downsample, n.n_blocks)}[kind]()
 
 
-def load_network(root: Path, config: ModelConfig, kind: str, component: str = ""):
-    """Build one network and fill it from its checkpoint (through the compact cache)."""
+def checkpoint_budget(net) -> int:
+    """The most bytes a checkpoint of ``net`` may have: every value as float64, plus room
+    for key names and pickle records. A larger file is refused before it is read. (A
+    freshly built network costs no memory: Jittor allocates its weights when first used.)"""
+    values = sum(int(np.prod(v.shape)) for v in net.state_dict().values())
+    return 8 * values + 4096 * len(net.state_dict()) + (1 << 20)
+
+
+def load_network(root: Path, config: ModelConfig, kind: str, component: str = "", state=None):
+    """Build one network and fill it from its checkpoint (through the compact cache), or
+    from ``state`` (what :func:`~dfd_kit.loading.compact_checkpoint` gave earlier)."""
     rel = checkpoint_file(kind, component) if component else GENERATOR_FILE
     net = build_network(kind, config, component)
-    load_into(net, compact_checkpoint(root, rel), key_table(kind, config), rel)
+    if state is None:
+        state = compact_checkpoint(root, rel, checkpoint_budget(net))
+    load_into(net, state, key_table(kind, config), rel)
     return net
 
 
@@ -362,19 +373,32 @@ def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
 
     Weights come from the compact cache (written on first load), one network at a time;
     the big linear layers stay memory-mapped, and the sketch decoders load when shadows
-    are first asked for."""
+    are first asked for (from the compact copies mapped now, so they match the rest even
+    if the folder is exported again meanwhile). The folder is read under a shared lock
+    (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for."""
     root = check_params_dir(params_dir, shadows)
-    config = read_config(root)
-    enc = {c: load_network(root, config, "encoder", c) for c in COMPONENTS}
-    fdec = {c: load_network(root, config, "feature_decoder", c) for c in COMPONENTS}
-    gen = load_network(root, config, "generator")
-    dec = {}
-    if shadows:
-        sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
-        dec = LazyNetworks(lambda c: load_network(root, config, "sketch_decoder", c), sizes)
-    dtype = bank_dtype(root)
-    banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
-             for s in SEXES}
+    with params_lock(root):
+        config = read_config(root)
+        enc = {c: load_network(root, config, "encoder", c) for c in COMPONENTS}
+        fdec = {c: load_network(root, config, "feature_decoder", c) for c in COMPONENTS}
+        gen = load_network(root, config, "generator")
+        dec = {}
+        if shadows:
+            sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
+            # mapped, not read: no memory until a shadow is asked for
+            states = {c: compact_checkpoint(root, checkpoint_file("sketch_decoder", c),
+                                            checkpoint_budget(build_network("sketch_decoder", config, c)))
+                      for c in COMPONENTS}
+
+            def load_decoder(c):
+                net = load_network(root, config, "sketch_decoder", c, states[c])
+                del states[c]   # the network holds what it needs
+                return net
+
+            dec = LazyNetworks(load_decoder, sizes)
+        dtype = bank_dtype(root)
+        banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
+                 for s in SEXES}
     return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
 
 
@@ -384,26 +408,31 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
     by default: half the size, and the loader widens it back to float32). The feature
     banks are stored like the weights unless ``bank_dtype`` says otherwise ('float32',
     'float16' or 'int8', see :func:`~dfd_kit.loading.write_bank`)."""
-    from .loading import official_state, write_bank, write_checkpoint
+    from .loading import atomic_write, official_state, write_bank, write_checkpoint
 
     root = Path(params_dir)
+    root.mkdir(parents=True, exist_ok=True)
     bank_type = bank_dtype or ("float16" if np.dtype(dtype) == np.float16 else "float32")
     n = model.config.nets
     n_enc, n_dec, n_fdec = len(n.encoder_channels), len(n.decoder_channels) - 1, len(n.feature_decoder_channels) - 1
-    for c in COMPONENTS:
-        write_checkpoint(root / checkpoint_file("encoder", c), official_state(model.encoders[c], encoder_key_table(n_enc), dtype))
-        if c in model.sketch_decoders:
-            write_checkpoint(root / checkpoint_file("sketch_decoder", c),
-                             official_state(model.sketch_decoders[c], decoder_key_table(n_dec), dtype))
-        write_checkpoint(root / checkpoint_file("feature_decoder", c),
-                         official_state(model.feature_decoders[c], decoder_key_table(n_fdec), dtype))
-        for s in SEXES:
-            write_bank(root / bank_file(c, s), model.banks[s][c], bank_type)
-    write_checkpoint(root / GENERATOR_FILE, official_state(model.generator, generator_key_table(n.n_downsample, n.n_blocks), dtype))
     config = json.loads(model.config.to_json())
     if bank_type != "float32":
         config["bank_dtype"] = bank_type
-    (root / "config.json").write_text(json.dumps(config, indent=2))
-    if model_card:
-        (root / "MODEL_CARD.md").write_text(model_card)
+    # each file is replaced atomically, and a load of this folder waits until all are
+    with params_lock(root, exclusive=True):
+        for c in COMPONENTS:
+            write_checkpoint(root / checkpoint_file("encoder", c),
+                             official_state(model.encoders[c], encoder_key_table(n_enc), dtype))
+            if c in model.sketch_decoders:
+                write_checkpoint(root / checkpoint_file("sketch_decoder", c),
+                                 official_state(model.sketch_decoders[c], decoder_key_table(n_dec), dtype))
+            write_checkpoint(root / checkpoint_file("feature_decoder", c),
+                             official_state(model.feature_decoders[c], decoder_key_table(n_fdec), dtype))
+            for s in SEXES:
+                write_bank(root / bank_file(c, s), model.banks[s][c], bank_type)
+        write_checkpoint(root / GENERATOR_FILE,
+                         official_state(model.generator, generator_key_table(n.n_downsample, n.n_blocks), dtype))
+        atomic_write(root / "config.json", lambda f: f.write(json.dumps(config, indent=2)), "w")
+        if model_card:
+            atomic_write(root / "MODEL_CARD.md", lambda f: f.write(model_card), "w")
     return root

@@ -60,15 +60,28 @@ def make_zip(name: str, prefix: str = "{name}/", junk: bool = False, skip=(), ex
     return buf.getvalue()
 
 
+def etag(data: bytes) -> str:
+    return f'"{sha(data)[:16]}"'
+
+
 class Handler(BaseHTTPRequestHandler):
     """Serves ``server.files``; supports ``Range: bytes=N-`` unless told not to, and can
-    cut a transfer short after N bytes (``server.cuts[path] = [N, ...]``, one per request)."""
+    cut a transfer short after N bytes (``server.cuts[path] = [N, ...]``, one per request).
+    Sends an ETag and honours If-Range (unless ``server.ignore_if_range``); redirects
+    ``server.redirects[path]`` to that URL. ``server.headers_seen`` keeps each request's headers."""
 
     def do_GET(self):  # noqa: N802
         srv = self.server
         path = self.path.split("?")[0]
         rng = self.headers.get("Range")
         srv.log.append((path, rng))
+        srv.headers_seen.append(dict(self.headers))
+        if path in srv.redirects:
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if srv.fail_next > 0:
             srv.fail_next -= 1
             self.send_error(503, "try later")
@@ -78,6 +91,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404, "not found")
             return
         start, status = 0, 200
+        if_range = self.headers.get("If-Range")
+        if rng and if_range and if_range != etag(data) and not srv.ignore_if_range:
+            rng = None                   # the file changed: the whole of it, as HTTP says
         if rng and srv.range_support:
             m = re.fullmatch(r"bytes=(\d+)-", rng)
             start = int(m.group(1))
@@ -92,6 +108,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", srv.content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag(data))
         if srv.range_support:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -113,9 +130,10 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
-    srv.files, srv.cuts, srv.log = {}, {}, []
+    srv.files, srv.cuts, srv.log, srv.redirects, srv.headers_seen = {}, {}, [], {}, []
     srv.range_support, srv.fail_next, srv.content_type = True, 0, "application/zip"
-    srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}?dl=1"
+    srv.ignore_if_range = False
+    srv.url = lambda path, host="127.0.0.1": f"http://{host}:{srv.server_address[1]}{path}?dl=1"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield srv
@@ -177,15 +195,15 @@ def test_the_download_module_itself_does_not_import_jittor():
 
 def test_download_unpacks_both_archives_into_the_official_layout(tmp_path, official):
     params = tmp_path / "Params"
-    assert dl.download_official(params, urls=official, progress=False) == params
+    assert dl.download_official(params, urls=official, progress=False, allow_http=True) == params
     assert_complete_layout(params)
     assert not list(params.glob(".unpack-*"))
 
 
 def test_downloaded_archives_are_deleted_after_unpacking_unless_kept(tmp_path, official, server):
-    dl.download_official(tmp_path / "a", urls=official, progress=False)
+    dl.download_official(tmp_path / "a", urls=official, progress=False, allow_http=True)
     assert not (tmp_path / "a" / ".download").exists()
-    dl.download_official(tmp_path / "b", urls=official, progress=False, keep_archives=True)
+    dl.download_official(tmp_path / "b", urls=official, progress=False, allow_http=True, keep_archives=True)
     assert (tmp_path / "b" / ".download" / "Combine.zip").read_bytes() == server.files["/Combine.zip"]
 
 
@@ -194,7 +212,7 @@ def test_interrupted_transfer_resumes_with_a_range_request_and_is_byte_identical
     data = server.files["/Combine.zip"]
     server.cuts["/Combine.zip"] = [len(data) // 3]
     params = tmp_path / "Params"
-    dl.download_official(params, urls=official, progress=False, keep_archives=True)
+    dl.download_official(params, urls=official, progress=False, allow_http=True, keep_archives=True)
     combine = [r for p, r in server.log if p == "/Combine.zip"]
     assert combine == [None, f"bytes={len(data) // 3}-"]
     assert (params / ".download" / "Combine.zip").read_bytes() == data
@@ -206,7 +224,7 @@ def test_partial_file_left_by_a_previous_run_is_resumed(tmp_path, server):
     server.files["/Combine.zip"] = data
     dest = tmp_path / "Combine.zip"
     (tmp_path / "Combine.zip.part").write_bytes(data[:1000])
-    dl.download_file(server.url("/Combine.zip"), dest, progress=False)
+    dl.download_file(server.url("/Combine.zip"), dest, progress=False, allow_http=True)
     assert server.log == [("/Combine.zip", "bytes=1000-")]
     assert dest.read_bytes() == data
     assert not (tmp_path / "Combine.zip.part").exists()
@@ -218,7 +236,7 @@ def test_server_without_range_support_restarts_from_zero(tmp_path, server):
     server.range_support = False
     dest = tmp_path / "Combine.zip"
     (tmp_path / "Combine.zip.part").write_bytes(b"stale bytes that must not survive")
-    dl.download_file(server.url("/Combine.zip"), dest, progress=False)
+    dl.download_file(server.url("/Combine.zip"), dest, progress=False, allow_http=True)
     assert server.log[0][1] is not None            # it did ask to resume...
     assert dest.read_bytes() == data               # ...and got (and kept) the whole file
 
@@ -229,7 +247,7 @@ def test_transfer_shorter_than_content_length_is_an_interruption_not_success(tmp
     server.cuts["/Combine.zip"] = [500, 0]     # then a retry that brings nothing
     dest = tmp_path / "Combine.zip"
     with pytest.raises(DownloadError, match="run this again to resume"):
-        dl.download_file(server.url("/Combine.zip"), dest, progress=False, retries=0)
+        dl.download_file(server.url("/Combine.zip"), dest, progress=False, allow_http=True, retries=0)
     assert not dest.exists()
     assert (tmp_path / "Combine.zip.part").read_bytes() == data[:500]
 
@@ -239,7 +257,7 @@ def test_repeated_cuts_are_retried_until_complete(tmp_path, server):
     server.files["/AE_whole.zip"] = data
     server.cuts["/AE_whole.zip"] = [100, 5000, 20000]
     dest = tmp_path / "AE_whole.zip"
-    dl.download_file(server.url("/AE_whole.zip"), dest, progress=False, retries=1)
+    dl.download_file(server.url("/AE_whole.zip"), dest, progress=False, allow_http=True, retries=1)
     assert dest.read_bytes() == data
     assert [r for _, r in server.log] == [None, "bytes=100-", "bytes=5100-", "bytes=25100-"]
 
@@ -248,7 +266,7 @@ def test_server_errors_are_retried(tmp_path, server):
     server.files["/Combine.zip"] = data = make_zip("Combine")
     server.fail_next = 2
     dest = tmp_path / "Combine.zip"
-    dl.download_file(server.url("/Combine.zip"), dest, progress=False, retries=3)
+    dl.download_file(server.url("/Combine.zip"), dest, progress=False, allow_http=True, retries=3)
     assert dest.read_bytes() == data
     assert len(server.log) == 3
 
@@ -258,7 +276,7 @@ def test_persistent_server_errors_give_up_with_download_error(tmp_path, server):
     server.fail_next = 100
     with pytest.raises(DownloadError, match="gave up after 2 retries"):
         dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip",
-                         progress=False, retries=2)
+                         progress=False, allow_http=True, retries=2)
     assert len(server.log) == 3
 
 
@@ -266,7 +284,7 @@ def test_http_404_raises_download_error_naming_the_url(tmp_path, server):
     url = server.url("/missing.zip")
     with pytest.raises(DownloadError, match=re.escape(url)) as err:
         dl.download_official(tmp_path / "Params", urls={"Combine": url, "AE_whole": url},
-                             progress=False)
+                             progress=False, allow_http=True)
     assert "404" in str(err.value) and "Baidu" in str(err.value)
     assert len(server.log) == 1                    # a 404 is not retried
 
@@ -275,7 +293,7 @@ def test_web_page_instead_of_zip_raises_download_error(tmp_path, server):
     server.files["/Combine.zip"] = b"<html>log in to Dropbox</html>"
     server.content_type = "text/html; charset=utf-8"
     with pytest.raises(DownloadError, match="web page"):
-        dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip", progress=False)
+        dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True)
 
 
 # --------------------------------------------------------------------------- verification
@@ -284,14 +302,14 @@ def test_checksum_mismatch_deletes_the_file_and_raises(tmp_path, official):
     params = tmp_path / "Params"
     with pytest.raises(DownloadError, match="SHA-256 checksum mismatch.*run the download again"):
         dl.download_official(params, urls=official, checksums={"AE_whole": "0" * 64},
-                             progress=False)
+                             progress=False, allow_http=True)
     assert not list((params / ".download").iterdir())
     assert_nothing_installed(params, "AE_whole")
 
 
 def test_matching_checksums_are_accepted(tmp_path, official, server):
     params = tmp_path / "Params"
-    dl.download_official(params, urls=official, progress=False,
+    dl.download_official(params, urls=official, progress=False, allow_http=True,
                          checksums={"Combine.zip": sha(server.files["/Combine.zip"]),
                                     "AE_whole.zip": sha(server.files["/AE_whole.zip"])})
     assert_complete_layout(params)
@@ -300,7 +318,7 @@ def test_matching_checksums_are_accepted(tmp_path, official, server):
 def test_size_mismatch_with_the_known_size_raises(tmp_path, official, server):
     size = len(server.files["/Combine.zip"]) + 1
     with pytest.raises(DownloadError, match="bytes"):
-        dl.download_official(tmp_path / "Params", urls=official, progress=False,
+        dl.download_official(tmp_path / "Params", urls=official, progress=False, allow_http=True,
                              sizes={"Combine": size})
     assert_nothing_installed(tmp_path / "Params", "Combine")
 
@@ -309,7 +327,7 @@ def test_garbage_archive_raises_download_error_and_installs_nothing(tmp_path, of
     server.files["/AE_whole.zip"] = random.Random(1).randbytes(50_000)
     params = tmp_path / "Params"
     with pytest.raises(DownloadError, match="AE_whole.zip is not a usable archive"):
-        dl.download_official(params, urls=official, progress=False)
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_nothing_installed(params, "AE_whole")
     assert not (params / ".download" / "AE_whole.zip").exists()   # deleted: next run re-downloads
 
@@ -322,7 +340,7 @@ def test_crc_error_in_a_member_raises_download_error_and_installs_nothing(tmp_pa
     server.files["/Combine.zip"] = bytes(data)
     params = tmp_path / "Params"
     with pytest.raises(DownloadError, match="Combine.zip.*CRC"):
-        dl.download_official(params, urls=official, progress=False)
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_nothing_installed(params, "Combine")
 
 
@@ -330,7 +348,7 @@ def test_archive_missing_expected_files_raises_and_installs_nothing(tmp_path, of
     server.files["/Combine.zip"] = make_zip("Combine", skip=("latest_net_G.pkl",))
     params = tmp_path / "Params"
     with pytest.raises(DownloadError, match="latest_net_G.pkl"):
-        dl.download_official(params, urls=official, progress=False)
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_nothing_installed(params, "Combine")
 
 
@@ -339,7 +357,7 @@ def test_zip_slip_members_are_refused(tmp_path, official, server, member):
     server.files["/Combine.zip"] = make_zip("Combine", extra={member: b"pwned"})
     params = tmp_path / "Params"
     with pytest.raises(DownloadError, match="refusing to unpack"):
-        dl.download_official(params, urls=official, progress=False)
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_nothing_installed(params, "Combine")
     assert not list(tmp_path.rglob("evil.pkl"))
 
@@ -356,7 +374,7 @@ def test_archives_unpack_right_whatever_their_top_folder(tmp_path, server, prefi
     server.files["/AE_whole.zip"] = make_zip("AE_whole", prefix=prefix, junk=junk,
                                              compression=zipfile.ZIP_DEFLATED)
     params = tmp_path / "Params"
-    dl.download_official(params, progress=False, urls={
+    dl.download_official(params, progress=False, allow_http=True, urls={
         "Combine": server.url("/Combine.zip"), "AE_whole": server.url("/AE_whole.zip")})
     assert_complete_layout(params)
     assert sorted(p.name for p in params.iterdir()) == ["AE_whole", "Combine"]
@@ -375,7 +393,7 @@ def test_a_crash_while_extracting_leaves_no_partial_folder(tmp_path, official, m
     monkeypatch.setattr(dl.shutil, "copyfileobj", crashing_copy)
     params = tmp_path / "Params"
     with pytest.raises(KeyboardInterrupt):
-        dl.download_official(params, urls=official, progress=False)
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_nothing_installed(params, "AE_whole")
     assert dl.missing_files(params) == dl.official_files()
 
@@ -385,7 +403,7 @@ def test_stale_unpack_folder_from_a_crash_is_removed_on_the_next_run(tmp_path, o
     stale = params / ".unpack-dead" / "AE_whole"
     stale.mkdir(parents=True)
     (stale / "latest_net_encoder_.pkl").write_bytes(b"half")
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert not (params / ".unpack-dead").exists()
     assert_complete_layout(params)
 
@@ -394,7 +412,7 @@ def test_an_incomplete_existing_folder_is_moved_aside_not_deleted(tmp_path, offi
     params = tmp_path / "Params"
     (params / "Combine").mkdir(parents=True)
     (params / "Combine" / "my_notes.txt").write_text("keep me")
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_complete_layout(params)
     assert (params / "Combine.incomplete" / "my_notes.txt").read_text() == "keep me"
 
@@ -403,7 +421,7 @@ def test_an_archive_placed_by_hand_is_unpacked_without_downloading(tmp_path, off
     params = tmp_path / "Params"
     (params / ".download").mkdir(parents=True)
     (params / ".download" / "AE_whole.zip").write_bytes(server.files["/AE_whole.zip"])
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert_complete_layout(params)
     assert [p for p, _ in server.log] == ["/Combine.zip"]
 
@@ -412,11 +430,11 @@ def test_an_archive_placed_by_hand_is_unpacked_without_downloading(tmp_path, off
 
 def test_already_complete_params_is_left_alone(tmp_path, official, server, capsys):
     params = tmp_path / "Params"
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     server.log.clear()
     stamps = {p: p.stat().st_mtime_ns for p in params.rglob("*")}
     capsys.readouterr()
-    assert dl.download_official(params, urls=official, progress=False) == params
+    assert dl.download_official(params, urls=official, progress=False, allow_http=True) == params
     assert server.log == []
     assert {p: p.stat().st_mtime_ns for p in params.rglob("*")} == stamps
     assert "already complete" in capsys.readouterr().out
@@ -424,10 +442,10 @@ def test_already_complete_params_is_left_alone(tmp_path, official, server, capsy
 
 def test_only_the_incomplete_archive_is_downloaded(tmp_path, official, server):
     params = tmp_path / "Params"
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     (params / "Combine" / "latest_net_G.pkl").unlink()
     server.log.clear()
-    dl.download_official(params, urls=official, progress=False)
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
     assert [p for p, _ in server.log] == ["/Combine.zip"]
     assert_complete_layout(params)
 
@@ -437,7 +455,7 @@ def test_only_the_incomplete_archive_is_downloaded(tmp_path, official, server):
 def test_cli_downloads_into_the_given_params_dir(tmp_path, official):
     params = tmp_path / "P"
     rc = dl.main_download(["--params", str(params), "--url-combine", official["Combine"],
-                           "--url-ae", official["AE_whole"], "--no-progress"])
+                           "--url-ae", official["AE_whole"], "--no-progress", "--allow-http"])
     assert rc == 0
     assert_complete_layout(params)
 
@@ -445,7 +463,7 @@ def test_cli_downloads_into_the_given_params_dir(tmp_path, official):
 def test_cli_reports_failure_with_exit_code_1(tmp_path, server, capsys):
     url = server.url("/nope.zip")
     rc = dl.main_download(["--params", str(tmp_path / "P"), "--url-combine", url,
-                           "--url-ae", url, "--no-progress"])
+                           "--url-ae", url, "--no-progress", "--allow-http"])
     assert rc == 1
     assert "error:" in capsys.readouterr().err
 
@@ -456,7 +474,7 @@ def test_cli_subcommand_can_be_added_to_an_existing_parser(tmp_path, official):
     dl.add_download_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["download-official", "--params", str(tmp_path / "P"),
                               "--url-combine", official["Combine"], "--url-ae", official["AE_whole"],
-                              "--no-progress"])
+                              "--no-progress", "--allow-http"])
     assert args.func(args) == 0
     assert_complete_layout(tmp_path / "P")
 
@@ -470,7 +488,223 @@ def test_a_second_concurrent_download_into_the_same_folder_is_refused(tmp_path, 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)           # as a running download would
         with pytest.raises(DownloadError, match="another download"):
-            dl.download_official(params, urls=official, progress=False)
+            dl.download_official(params, urls=official, progress=False, allow_http=True)
     finally:
         os.close(fd)
     assert server.log == []
+
+
+# --------------------------------------------------------------------------- what is trusted
+
+def test_plain_http_and_other_schemes_are_refused_unless_asked(tmp_path, server):
+    server.files["/Combine.zip"] = make_zip("Combine")
+    for url in (server.url("/Combine.zip"), "file:///etc/hostname", "ftp://example.com/Combine.zip"):
+        with pytest.raises(DownloadError, match="refusing to download"):
+            dl.download_file(url, tmp_path / "Combine.zip", progress=False)
+    assert server.log == []
+    url = server.url("/Combine.zip")
+    rc = dl.main_download(["--params", str(tmp_path / "P"), "--url-combine", url, "--url-ae", url, "--no-progress"])
+    assert rc == 1 and server.log == []
+    dl.download_file(url, tmp_path / "Combine.zip", progress=False, allow_http=True)   # asked for
+    assert (tmp_path / "Combine.zip").read_bytes() == server.files["/Combine.zip"]
+
+
+@pytest.mark.parametrize("start, target, allowed", [
+    ("https://www.dropbox.com/s/x/AE_whole.zip?dl=1", "https://uc123.dl.dropboxusercontent.com/cd/0/x", True),
+    ("https://www.dropbox.com/s/x/AE_whole.zip?dl=1", "https://www.dropbox.com/scl/fi/x?dl=1", True),
+    ("https://www.dropbox.com/s/x/AE_whole.zip?dl=1", "http://uc123.dl.dropboxusercontent.com/cd/0/x", False),
+    ("https://www.dropbox.com/s/x/AE_whole.zip?dl=1", "https://evil.example/AE_whole.zip", False),
+    ("https://www.dropbox.com/s/x/AE_whole.zip?dl=1", "https://dropbox.com.evil.example/x", False),
+    ("https://mirror.example.org/AE_whole.zip", "https://cdn.example.org/AE_whole.zip", True),
+    ("https://mirror.example.org/AE_whole.zip", "https://example.net/AE_whole.zip", False),
+], ids=["dropbox-cdn", "dropbox", "dropbox-http", "elsewhere", "lookalike", "mirror-cdn", "mirror-elsewhere"])
+def test_redirects_go_only_over_https_to_the_hosts_own_domains(start, target, allowed):
+    assert (dl.redirect_refusal(start, target) is None) == allowed
+    assert (dl.redirect_refusal(start, target, allow_http=True) is None) == allowed   # never a step down
+
+
+def test_a_redirect_to_another_host_is_refused(tmp_path, server):
+    server.files["/Combine.zip"] = make_zip("Combine")
+    server.redirects["/start.zip"] = server.url("/Combine.zip", host="localhost")
+    with pytest.raises(DownloadError, match="refusing to follow a redirect.*localhost"):
+        dl.download_file(server.url("/start.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True)
+    assert [p for p, _ in server.log] == ["/start.zip"]
+
+
+def test_range_is_dropped_when_a_redirect_changes_host(tmp_path, server):
+    data = make_zip("Combine")
+    server.files["/Combine.zip"] = data
+    server.redirects["/start.zip"] = server.url("/Combine.zip", host="localhost")
+    (tmp_path / "Combine.zip.part").write_bytes(b"bytes of some other file")
+    dl.download_file(server.url("/start.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True,
+                     hosts=("127.0.0.1", "localhost"))
+    assert server.log == [("/start.zip", "bytes=24-"), ("/Combine.zip", None)]
+    assert (tmp_path / "Combine.zip").read_bytes() == data
+
+
+def changed_on_the_server(tmp_path, server):
+    """A transfer cut after 1000 bytes of one version, then the server has another."""
+    old, new = make_zip("Combine"), make_zip("Combine", extra={"readme.txt": b"version 2"})
+    server.files["/Combine.zip"] = old
+    server.cuts["/Combine.zip"] = [1000, 0]       # then a retry that brings nothing: give up
+    with pytest.raises(DownloadError, match="run this again to resume"):
+        dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True,
+                         retries=0)
+    server.files["/Combine.zip"] = new
+    server.log.clear()
+    server.headers_seen.clear()
+    return old, new
+
+
+def test_a_file_changed_on_the_server_is_started_over_not_spliced(tmp_path, server):
+    old, new = changed_on_the_server(tmp_path, server)
+    dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True)
+    assert server.headers_seen[0]["If-Range"] == etag(old)
+    assert (tmp_path / "Combine.zip").read_bytes() == new
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_a_server_ignoring_if_range_is_caught_by_its_etag(tmp_path, server):
+    old, new = changed_on_the_server(tmp_path, server)
+    server.ignore_if_range = True
+    dl.download_file(server.url("/Combine.zip"), tmp_path / "Combine.zip", progress=False, allow_http=True)
+    assert [r for _, r in server.log] == ["bytes=1000-", None]   # the 206 refused, then from zero
+    assert (tmp_path / "Combine.zip").read_bytes() == new
+
+
+# --------------------------------------------------------------------------- what is unpacked
+
+def set_zip_flag(data: bytes, member: str, bit: int) -> bytes:
+    """Set a general-purpose flag bit of ``member`` in both its local and central headers."""
+    import struct
+
+    out, name = bytearray(data), member.encode()
+    for sig, flag_at, name_len_at, name_at in ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46)):
+        at = 0
+        while (at := out.find(sig, at)) >= 0:
+            n = struct.unpack_from("<H", out, at + name_len_at)[0]
+            if bytes(out[at + name_at:at + name_at + n]) == name:
+                struct.pack_into("<H", out, at + flag_at, struct.unpack_from("<H", out, at + flag_at)[0] | bit)
+            at += 4
+    return bytes(out)
+
+
+def test_an_encrypted_member_is_refused_and_the_archive_deleted(tmp_path, official, server):
+    server.files["/Combine.zip"] = set_zip_flag(server.files["/Combine.zip"], "Combine/latest_net_G.pkl", 0x1)
+    params = tmp_path / "Params"
+    with pytest.raises(DownloadError, match="encrypted"):
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert_nothing_installed(params, "Combine")
+    assert not (params / ".download" / "Combine.zip").exists()   # the next run downloads it again
+
+
+def test_a_corrupt_deflate_member_is_a_download_error_and_the_next_run_recovers(tmp_path, official, server):
+    good = make_zip("Combine", compression=zipfile.ZIP_DEFLATED)
+    info = zipfile.ZipFile(io.BytesIO(good)).getinfo("Combine/latest_net_G.pkl")
+    data = bytearray(good)
+    start = info.header_offset + 30 + len(info.filename.encode())   # the compressed stream
+    data[start:start + 4] = b"\xff\xff\xff\xff"                      # an invalid deflate block
+    server.files["/Combine.zip"] = bytes(data)
+    params = tmp_path / "Params"
+    with pytest.raises(DownloadError, match="latest_net_G.pkl.*damaged"):
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert_nothing_installed(params, "Combine")
+    assert not (params / ".download" / "Combine.zip").exists()
+    server.files["/Combine.zip"] = good
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert_complete_layout(params)
+
+
+def test_members_whose_names_clash_are_refused(tmp_path, official, server):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # zipfile warns about the duplicate, as it should
+        server.files["/Combine.zip"] = make_zip("Combine", extra={"Combine/latest_net_G.pkl": b"the other one"})
+    params = tmp_path / "Params"
+    with pytest.raises(DownloadError, match="both named"):
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert_nothing_installed(params, "Combine")
+    assert not (params / ".download" / "Combine.zip").exists()
+
+
+def test_members_differing_only_in_case_are_refused(tmp_path, official, server):
+    server.files["/Combine.zip"] = make_zip("Combine", extra={"Combine/LATEST_NET_G.pkl": b"x"})
+    with pytest.raises(DownloadError, match="different cases"):
+        dl.download_official(tmp_path / "Params", urls=official, progress=False, allow_http=True)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(tmp_path, official, server, monkeypatch):
+    bomb = make_zip("Combine", skip=("latest_net_G.pkl",), compression=zipfile.ZIP_DEFLATED,
+                    extra={"Combine/latest_net_G.pkl": bytes(32 << 20)})   # 32 MB of zeros: ratio ~1000
+    server.files["/Combine.zip"] = bomb
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(
+        getattr(name, "filename", name)) or real_open(self, name, *a, **k))
+    params = tmp_path / "Params"
+    with pytest.raises(DownloadError, match="would expand .* times"):
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert not [n for n in opened if n.startswith("Combine/")]   # nothing of Combine.zip was decompressed
+    assert_nothing_installed(params, "Combine")
+
+
+def test_only_the_expected_files_are_unpacked(tmp_path, official, server):
+    server.files["/Combine.zip"] = make_zip("Combine", extra={"Combine/run_me.sh": b"#!/bin/sh\n",
+                                                              "Combine/sub/extra.pkl": b"x"})
+    params = tmp_path / "Params"
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert sorted(p.relative_to(params / "Combine").as_posix() for p in (params / "Combine").rglob("*")) == \
+        sorted(dl.archive_files("Combine") + [dl.MANIFEST])
+
+
+# --------------------------------------------------------------------------- what is found
+
+def test_a_damaged_file_is_found_and_its_archive_downloaded_again(tmp_path, official, server, capsys):
+    params = tmp_path / "Params"
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    manifest = dl.read_manifest(params / "Combine")
+    assert manifest["archive"]["sha256"] == sha(server.files["/Combine.zip"])
+    assert manifest["archive"]["size"] == len(server.files["/Combine.zip"])
+    g = params / "Combine" / "latest_net_G.pkl"
+    data = bytearray(g.read_bytes())
+    data[10] ^= 0xFF                    # same size, one byte changed
+    g.write_bytes(bytes(data))
+    server.log.clear()
+    capsys.readouterr()
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert "damaged" in capsys.readouterr().out and "nothing to do" not in capsys.readouterr().out
+    assert [p for p, _ in server.log] == ["/Combine.zip"]
+    assert_complete_layout(params)
+    assert (params / "Combine.incomplete" / "latest_net_G.pkl").read_bytes() == bytes(data)   # kept aside
+
+
+def test_a_hand_unpacked_jittor13_file_with_a_bad_checksum_is_found(tmp_path, official, server):
+    params = tmp_path / "Params"
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    (params / "Combine" / dl.MANIFEST).unlink()         # as if unzipped by hand
+    body = b"\x80\x04 a pickle"
+    (params / "Combine" / "latest_net_G.pkl").write_bytes(body + hashlib.sha1(b"other").digest() + b"HCAJSLHD")
+    assert dl.damaged_files(params, "Combine") == ["Combine/latest_net_G.pkl"]
+    assert dl.damaged_files(params, "AE_whole") == []
+
+
+def test_an_archive_that_changed_since_it_was_first_unpacked_is_refused(tmp_path, official, server):
+    params = tmp_path / "Params"
+    dl.download_official(params, urls=official, progress=False, allow_http=True)
+    (params / "Combine" / "latest_net_G.pkl").unlink()
+    server.files["/Combine.zip"] = make_zip("Combine", extra={"readme.txt": b"version 2"})
+    with pytest.raises(DownloadError, match="not the archive recorded.*has changed"):
+        dl.download_official(params, urls=official, progress=False, allow_http=True)
+    assert not (params / ".download" / "Combine.zip").exists()
+
+
+def test_git_ignores_the_download_folders():
+    import shutil
+    if not shutil.which("git") or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("Params/.download/AE_whole.zip", "Params/.download/AE_whole.zip.part",
+                 "Params/.unpack-x1y2/AE_whole/latest_net_G.pkl", "Params/Combine.incomplete/a.pkl",
+                 "Params/Combine.incomplete.1/a.pkl", "Params/AE_whole/.manifest.json"):
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
+        assert proc.returncode == 0, f"{path} is not ignored"

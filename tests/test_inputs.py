@@ -239,3 +239,120 @@ def test_duplicate_bank_rows_still_project():
     assert np.isfinite(p.weights).all()
     assert abs(p.weights.sum() - 1.0) < 1e-9
     assert np.abs(p.vector - latent).max() < 0.05      # the midpoint lies on the bank's span
+
+
+# --------------------------------------------------------------------------- hostile images
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1 x 1 gray PNG whose header says ``width`` x ``height``: PIL's lazy open reports
+    that size, and decoding it would fail (its data holds one pixel)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1), 255).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    return bytes(data)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(demo_model, tmp_path):
+    from dfd_kit.components import MAX_PIXELS
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_claiming(8000, MAX_PIXELS // 8000 + 1))
+    with raises(SketchError, "huge.png", "megapixels", "scale it down"):
+        demo_model.normalise(path)
+
+
+def test_a_decompression_bomb_is_a_sketch_error(demo_model, tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(30000, 30000))   # PIL itself refuses 900 megapixels at open
+    with raises(SketchError, "bomb.png", "too large"):
+        demo_model.normalise(path)
+
+
+MEASURE = r'''
+import io, resource, sys
+import numpy as np
+from PIL import Image
+from dfd_kit.components import normalise_sketch
+from dfd_kit.config import DEMO
+buf = io.BytesIO()
+Image.new("L", (int(sys.argv[1]), int(sys.argv[2])), 0).save(buf, "PNG")
+normalise_sketch(np.zeros((8, 8), np.uint8), DEMO.layout)      # imports and first calls
+# address space capped 1.5 GB above what is mapped now: a runaway allocation fails here
+# with MemoryError instead of taking the machine's memory
+vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1536 << 20), resource.RLIM_INFINITY))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = normalise_sketch(buf.getvalue(), DEMO.layout)
+assert out.shape == (DEMO.layout.size,) * 2 and (out[:, :100] == 255).all()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+'''
+
+
+@pytest.mark.parametrize("width, height", [(1, 20000), (20000, 1), (1, 4000)])
+def test_a_long_thin_image_costs_little_memory(width, height):
+    """An 85-byte 1 x 4000 PNG once peaked at 259 MB (a float64 square before the resize);
+    1 x 20000 would have needed about 6 GB, enough to kill a 2 GB notebook server."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, "-c", MEASURE, str(width), str(height)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert float(p.stdout.split()[-1]) < 100   # MB above the process's peak before the call
+
+
+def sixteen_bit(sketch: np.ndarray, mode: str) -> Image.Image:
+    values = sketch.astype(np.uint16) * 257   # 0..255 -> 0..65535
+    return Image.frombytes(mode, sketch.shape[::-1], values.astype(">u2" if mode.endswith("B") else "<u2").tobytes())
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: sixteen_bit(s, "I;16"),
+    lambda s: sixteen_bit(s, "I;16B"),
+    lambda s: sixteen_bit(s, "I;16").convert("I"),
+    lambda s: Image.fromarray(s).convert("P"),
+    lambda s: Image.fromarray(s).convert("RGB").convert("CMYK"),
+    lambda s: Image.fromarray(s).convert("RGB").convert("LAB"),
+], ids=["I;16", "I;16B", "I", "P", "CMYK", "LAB"])
+def test_other_image_modes_give_the_gray_sketch(demo_model, demo_sketch, make):
+    img = make(demo_sketch)
+    out = demo_model.normalise(img)
+    # CMYK rounds through RGB; LAB gives its lightness L*, which is not luma in the mid-greys
+    assert np.abs(out.astype(int) - demo_sketch).max() <= (12 if img.mode == "LAB" else 2)
+    ink, paper = demo_sketch == 0, demo_sketch == 255
+    assert (out[ink] <= 2).all() and (out[paper] >= 253).all()
+
+
+def test_an_animated_gif_gives_its_first_frame(demo_model, demo_sketch, tmp_path):
+    frames = [Image.fromarray(demo_sketch), Image.fromarray(np.full_like(demo_sketch, 255))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(tmp_path / "a.gif").n_frames == 2
+    np.testing.assert_array_equal(demo_model.normalise(tmp_path / "a.gif"), demo_sketch)
+
+
+def test_a_float_image_with_nan_is_a_sketch_error(demo_model, demo_sketch):
+    a = demo_sketch.astype(np.float32)
+    a[3, 3] = np.nan
+    with raises(SketchError, "NaN or infinite"):
+        demo_model.normalise(Image.fromarray(a, "F"))
+
+
+def test_one_bad_file_never_stops_a_cli_batch(demo_params, demo_sketch, tmp_path, capsys):
+    from dfd_kit import cli
+
+    Image.fromarray(demo_sketch).save(tmp_path / "a.png")
+    (tmp_path / "b_bomb.png").write_bytes(png_claiming(30000, 30000))
+    Image.fromarray(demo_sketch).save(tmp_path / "c.png")
+    rc = cli.main(["generate", str(tmp_path), "--params", str(demo_params), "--out", str(tmp_path / "out"),
+                   "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert rc == 1 and len(err) == 1 and "b_bomb.png" in err[0] and "too large" in err[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]

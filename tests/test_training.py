@@ -225,7 +225,7 @@ def test_ctrl_c_finishes_the_step_saves_and_a_rerun_resumes_bit_for_bit(data_dir
         stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data,
                             on_step=ctrl_c_after_step_2)
     assert signal.getsignal(signal.SIGINT) is handler_before
-    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.pkl")["step"] == 3
+    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3
     b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data)
     assert b.step == 6
     assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
@@ -243,6 +243,110 @@ def test_the_time_budget_stops_a_stage_and_saves_it(data_dir, data, tmp_path):
     res = stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=10_000, minutes=1e-9), data=data)
     assert res.stopped_by == "time" and res.step == 1
     assert common.load_checkpoint(res.checkpoint)["step"] == 1
+
+
+# --------------------------------------------------------------------------- checkpoint files
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def as_legacy_checkpoint(stage_dir: Path) -> Path:
+    """Rewrite a stage's checkpoint as dfd_kit wrote it before format 2: the same state
+    dict pickled (protocol 4) to checkpoint.pkl, with format 1."""
+    import pickle
+
+    common = tr()[0]
+    state = common.load_checkpoint(stage_dir / "checkpoint.npz")
+    (stage_dir / "checkpoint.npz").unlink()
+    with open(stage_dir / "checkpoint.pkl", "wb") as f:
+        pickle.dump({**state, "format": 1}, f, protocol=4)
+    return stage_dir / "checkpoint.pkl"
+
+
+def test_a_checkpoint_keeps_arrays_numbers_and_generator_state_exactly(tmp_path):
+    common = tr()[0]
+    rng = np.random.default_rng(3)
+    rng.random(5)
+    state = {"format": common.CHECKPOINT_FORMAT, "step": 7, "elapsed_s": 0.1 + 0.2,
+             "history": [{"step": 1, "loss": float("nan"), "sec": 1e-310}], "cfg": {"minutes": None, "on": True},
+             "rng": rng.bit_generator.state, "w": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+             "m": [[np.ones(3, np.float16)], [np.zeros((0, 2), np.int64)]]}
+    path = common.save_checkpoint(tmp_path / "checkpoint.npz", state)
+    back = common.load_checkpoint(path)
+    assert back["elapsed_s"] == 0.1 + 0.2 and back["history"][0]["sec"] == 1e-310
+    assert np.isnan(back["history"][0]["loss"]) and back["cfg"] == {"minutes": None, "on": True}
+    assert back["rng"] == rng.bit_generator.state   # 128-bit integers and all
+    np.testing.assert_array_equal(back["w"], state["w"])
+    assert back["m"][0][0].dtype == np.float16 and back["m"][1][0].shape == (0, 2)
+    with np.load(path, allow_pickle=False) as z:   # a plain .npz: arrays and a JSON document
+        assert json.loads(z["state"].tobytes())["step"] == 7
+
+
+def test_a_pickled_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    common = tr()[0]
+    marker = tmp_path / "pwned"
+    path = tmp_path / "stage1" / "checkpoint.pkl"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps({"format": 1, "step": _RunsCode(marker)}, protocol=4))
+    with pytest.raises(dfd_kit.errors.ConfigError, match="refusing to load posix.system|refusing to load os.system"):
+        common.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_an_npz_checkpoint_with_a_pickled_array_is_refused_without_running_it(tmp_path):
+    common = tr()[0]
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.npz"
+    np.savez(path, state=np.frombuffer(b'{"format": 2}', np.uint8),
+             a0=np.array([_RunsCode(marker)], dtype=object))
+    with pytest.raises(dfd_kit.errors.ConfigError, match="not numbers"):
+        common.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_an_npz_checkpoint_claiming_a_huge_array_is_refused_before_reading(tmp_path):
+    import io
+    import zipfile
+
+    common = tr()[0]
+    fake = io.BytesIO()   # a 16 GB float32 array by its header, 16 bytes of data
+    np.lib.format.write_array_header_1_0(fake, {"descr": "<f4", "fortran_order": False, "shape": (4_000_000_000,)})
+    path = tmp_path / "checkpoint.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("state.npy", _npy(np.frombuffer(b'{"format": 2}', np.uint8)))
+        z.writestr("a0.npy", fake.getvalue() + bytes(16))
+    with pytest.raises(dfd_kit.errors.ConfigError, match="does not fit its size"):
+        common.load_checkpoint(path)
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_a_run_with_a_checkpoint_of_the_previous_format_resumes_bit_for_bit(data_dir, data, tmp_path):
+    """A run started by an older dfd_kit (checkpoint.pkl, a pickle) resumes through the
+    arrays-only unpickler; the next save replaces it by checkpoint.npz."""
+    common, stage1 = tr()[:2]
+    a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
+    cfg = stage1_cfg(steps=6, checkpoint_every=3)
+    with pytest.raises(common.SimulatedKill):
+        stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data, on_step=kill_after(4))
+    legacy = as_legacy_checkpoint(tmp_path / "b" / "stage1")
+    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3   # found by name
+    b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data)
+    assert b.step == 6 and not legacy.exists() and b.checkpoint.name == "checkpoint.npz"
+    assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
 
 
 # --------------------------------------------------------------------------- banks
@@ -471,7 +575,7 @@ def test_two_mpi_processes_train_disjoint_shards_in_lockstep(data_dir, tmp_path)
     # averaged gradients (and averaged BatchNorm statistics) keep the replicas identical
     np.testing.assert_allclose(r0["stage1"], r1["stage1"], rtol=1e-6)
     np.testing.assert_allclose(r0["stage2"], r1["stage2"], rtol=1e-6)
-    ck = tr()[0].load_checkpoint(tmp_path / "out" / "stage2" / "checkpoint.pkl")
+    ck = tr()[0].load_checkpoint(tmp_path / "out" / "stage2" / "checkpoint.npz")
     assert ck["world_size"] == 2 and ck["step"] == 3
     assert not list((tmp_path / "out").rglob("*.tmp*"))
 

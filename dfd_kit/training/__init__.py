@@ -15,7 +15,7 @@ from a shell::
 
     python -m dfd_kit.training demo --out runs/demo --params Params/demo
 
-Every stage checkpoints to ``<out>/<stage>/checkpoint.pkl`` and resumes from it exactly
+Every stage checkpoints to ``<out>/<stage>/checkpoint.npz`` and resumes from it exactly
 (same weights as an uninterrupted run); under ``mpirun -np N`` the stages train
 data-parallel (each rank one shard, gradients averaged, rank 0 writes).
 
@@ -28,7 +28,7 @@ import importlib
 _LAZY = {
     "Stage1Config": "common", "Stage2Config": "common", "RunConfig": "common", "TrainingData": "common",
     "BatchSampler": "common", "StageResult": "common", "SimulatedKill": "common", "save_checkpoint": "common",
-    "load_checkpoint": "common", "plot_losses": "common", "save_image_grid": "common", "seed_all": "common",
+    "load_checkpoint": "common", "find_checkpoint": "common", "plot_losses": "common", "save_image_grid": "common", "seed_all": "common",
     "train_stage1": "stage1", "load_stage1": "stage1", "build_autoencoders": "stage1",
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2", "paste_parts": "stage2",

@@ -129,7 +129,7 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
 
     from ..data import load_samples
     from ..errors import DFDError
-    from ..loading import BANK_DTYPES, bank_file, write_bank
+    from ..loading import BANK_DTYPES, atomic_write, bank_file, params_lock, write_bank
     from ..pipeline import load_model
 
     unknown = sorted(set(faces) - set(COMPONENTS)) + sorted(set(COMPONENTS) - set(faces))
@@ -154,18 +154,21 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
             latents[c].append(z[c])
     sexes = np.array([s.sex for s in samples[:n]])
     rows = {s: {} for s in SEXES}
-    for c in COMPONENTS:
-        z = np.concatenate(latents[c])[:faces[c]]
-        for s in SEXES:
-            bank = z[sexes[:faces[c]] == s]
-            write_bank(params_dir / bank_file(c, s), bank, bank_dtype)
-            rows[s][c] = len(bank)
-    cfg_path = params_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else json.loads(model.config.to_json())
-    cfg["bank_dtype"] = bank_dtype
-    if k is not None:
-        cfg["k"] = int(k)
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    # Each bank file is replaced atomically and says its own type in its header, so an
+    # interruption leaves old and new banks that both read right; a load waits meanwhile.
+    with params_lock(params_dir, exclusive=True):
+        for c in COMPONENTS:
+            z = np.concatenate(latents[c])[:faces[c]]
+            for s in SEXES:
+                bank = z[sexes[:faces[c]] == s]
+                write_bank(params_dir / bank_file(c, s), bank, bank_dtype)
+                rows[s][c] = len(bank)
+        cfg_path = params_dir / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else json.loads(model.config.to_json())
+        cfg["bank_dtype"] = bank_dtype
+        if k is not None:
+            cfg["k"] = int(k)
+        atomic_write(cfg_path, lambda f: f.write(json.dumps(cfg, indent=2)), "w")
     return rows
 
 

@@ -6,8 +6,9 @@
 * :class:`BatchSampler`: the data order, drawn from a seeded numpy Generator whose
   state goes into every checkpoint, and :func:`sample_rng` for per-sample randomness
   (augmentation, manifold projection) that needs no saved state at all;
-* checkpoints: :func:`save_checkpoint` (atomic), :func:`module_state`,
-  :func:`adam_state` and their loaders, so a resumed run continues bit for bit;
+* checkpoints: :func:`save_checkpoint` (atomic; arrays in an ``.npz``, the rest as JSON:
+  loading one runs no code), :func:`module_state`, :func:`adam_state` and their loaders,
+  so a resumed run continues bit for bit;
 * :class:`Run`: the step loop -- step and wall-clock budgets, tqdm, periodic
   checkpoints and figures, resume; Ctrl-C (or a notebook's interrupt) ends the step under
   way, saves and stops (:class:`stop_at_step_end`);
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -46,8 +48,14 @@ from ..errors import ConfigError, TrainingInterrupted
 _SUBNORMAL = "The value of the smallest subnormal"
 warnings.filterwarnings("ignore", message=_SUBNORMAL, category=UserWarning)
 
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAME = "checkpoint.pkl"
+#: Format 2: the arrays in an uncompressed ``.npz`` (read with ``allow_pickle=False``) and
+#: everything else -- step, configs, sampler and generator state, loss history -- as JSON in
+#: its ``state`` member. Format 1 was a pickle (``checkpoint.pkl``); it is still read, through
+#: the arrays-only unpickler of :mod:`dfd_kit.loading`, and replaced by format 2 at the next save.
+CHECKPOINT_FORMAT = 2
+CHECKPOINT_NAME = "checkpoint.npz"
+LEGACY_CHECKPOINT_NAME = "checkpoint.pkl"
+_LEGACY_FORMAT = 1
 
 
 # ----------------------------------------------------------------------------- configs
@@ -431,26 +439,114 @@ def load_adam_state(opt, st: dict, name: str = "optimizer"):
     jt.sync_all()
 
 
+def _split(obj, arrays: Dict[str, np.ndarray], where: str = "state"):
+    """``obj`` as JSON, each numpy array replaced by {"__array__": name} and put in ``arrays``."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise ConfigError(f"a checkpoint stores arrays of numbers only; {where} is {obj.dtype}")
+        name = f"a{len(arrays)}"
+        arrays[name] = obj
+        return {"__array__": name}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj) or "__array__" in obj:
+            raise ConfigError(f"a checkpoint stores dicts with string keys only (not '__array__'); see {where}")
+        return {k: _split(v, arrays, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_split(v, arrays, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise ConfigError(f"a checkpoint cannot store {where}, a {type(obj).__name__}")
+
+
+def _join(obj, arrays):
+    """The inverse of :func:`_split`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            return arrays[obj["__array__"]]
+        return {k: _join(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, arrays) for v in obj]
+    return obj
+
+
 def save_checkpoint(path, state: dict) -> Path:
-    """Pickle ``state`` atomically: write ``path.tmp``, flush it to disk, rename over
-    ``path``. A run killed mid-save leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(state, f, protocol=4)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` (dicts, lists, numbers, strings and numpy arrays) atomically as an
+    ``.npz``: the arrays as members, the rest as JSON (floats exactly, by their repr).
+    The file is written beside ``path``, flushed to disk and renamed over it: a run
+    killed mid-save leaves the previous checkpoint intact."""
+    from ..loading import atomic_write
+
+    arrays: Dict[str, np.ndarray] = {}
+    doc = json.dumps(_split(state, arrays)).encode()
+    atomic_write(path, lambda f: np.savez(f, state=np.frombuffer(doc, np.uint8), **arrays))
+    return Path(path)
+
+
+def find_checkpoint(stage_dir) -> Optional[Path]:
+    """A stage folder's checkpoint: ``checkpoint.npz``, else an older ``checkpoint.pkl``, else None."""
+    for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME):
+        if (Path(stage_dir) / name).is_file():
+            return Path(stage_dir) / name
+    return None
 
 
 def load_checkpoint(path) -> dict:
+    """Read a checkpoint of either format, running no code from it. ``path`` may name
+    ``checkpoint.npz`` where only an older ``checkpoint.pkl`` exists."""
+    path = Path(path)
+    if not path.is_file() and path.name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME):
+        path = find_checkpoint(path.parent) or path
     with open(path, "rb") as f:
-        state = pickle.load(f)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a dfd_kit training checkpoint (format {state.get('format')})")
+        magic = f.read(4)
+    try:
+        if magic == b"PK\x03\x04":
+            state, fmt = _read_npz_checkpoint(path), CHECKPOINT_FORMAT
+        elif magic[:1] == b"\x80":
+            state, fmt = _read_pickle_checkpoint(path), _LEGACY_FORMAT
+        else:
+            raise ValueError("neither an .npz nor a pickle")
+    except (ValueError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path} is not a readable dfd_kit training checkpoint ({e}); delete it to "
+                          "start the stage again, or restore it from a copy") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ConfigError(f"{path} is not a dfd_kit training checkpoint (format {got})")
     return state
+
+
+def _read_npz_checkpoint(path: Path) -> dict:
+    """Format 2. Every member is checked before numpy reads it: stored (not compressed),
+    and an array of numbers whose header's shape fills the member exactly, so the file
+    cannot make numpy allocate more than it holds."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise ValueError(f"member {info.filename} is compressed; a checkpoint stores its arrays as they are")
+            with zf.open(info) as m:
+                version = np.lib.format.read_magic(m)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"member {info.filename}: unknown .npy version {version}")
+                shape, _, dtype = read_header(m)
+                if dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None:
+                    raise ValueError(f"member {info.filename} holds {dtype}, not numbers")
+                if math.prod(shape) * dtype.itemsize != info.file_size - m.tell():
+                    raise ValueError(f"member {info.filename}: its shape {shape} does not fit its size")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    state = json.loads(arrays.pop("state").tobytes().decode())
+    return _join(state, arrays)
+
+
+def _read_pickle_checkpoint(path: Path) -> dict:
+    """Format 1 (``checkpoint.pkl``), through the arrays-only unpickler that reads Params/."""
+    from ..loading import safe_unpickle
+
+    with open(path, "rb") as f:
+        return safe_unpickle(f, os.fstat(f.fileno()).st_size)
 
 
 def write_model_config(out_dir, config: ModelConfig) -> ModelConfig:
@@ -649,12 +745,14 @@ class Run:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.dir / CHECKPOINT_NAME
+        """The stage's checkpoint: the one on disk (an older run's ``checkpoint.pkl`` until
+        the first save replaces it), or where the first save will write."""
+        return find_checkpoint(self.dir) or self.dir / CHECKPOINT_NAME
 
     def resume(self) -> bool:
         """Load the latest checkpoint if there is one. Returns True if it did."""
-        path = self.checkpoint_path
-        if not path.exists():
+        path = find_checkpoint(self.dir)
+        if path is None:
             return False
         st = load_checkpoint(path)
         if st["stage"] != self.stage:
@@ -683,7 +781,10 @@ class Run:
               "optimizers": {n: adam_state(o) for n, o in self.optimizers.items()},
               "sampler": self.sampler.state_dict(), "history": self.history,
               "world_size": mpi_world(), **self.extra}
-        save_checkpoint(self.checkpoint_path, st)
+        save_checkpoint(self.dir / CHECKPOINT_NAME, st)
+        legacy = self.dir / LEGACY_CHECKPOINT_NAME
+        if legacy.exists():   # an older run's checkpoint, now superseded
+            legacy.unlink()
         self.write_loss_log()
 
     def write_loss_log(self):

@@ -20,9 +20,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .common import (BatchSampler, Run, Stage1Config, StageResult, TrainingData, load_checkpoint,
-                     load_module_state, read_model_config, sample_rng, save_image_grid, seed_all, to_uint8,
-                     trainable, write_model_config)
+from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage1Config, StageResult, TrainingData,
+                     load_checkpoint, load_module_state, read_model_config, sample_rng, save_image_grid,
+                     seed_all, to_uint8, trainable, write_model_config)
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
 from ..embedding import ComponentEncoder, LatentDecoder, sketch_decoder
@@ -87,7 +87,7 @@ def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
     """Train (or resume training) the component auto-encoders into ``out_dir/stage1``.
 
     data_dir: a dataset folder (samples.csv, sketch/, photo/); ``data`` may pass it
-    preloaded. Resumes from ``out_dir/stage1/checkpoint.pkl`` when it exists; returns at
+    preloaded. Resumes from ``out_dir/stage1/checkpoint.npz`` when it exists; returns at
     once when that checkpoint already reached the step or time budget. Writes
     ``stage1/losses.csv`` and, on rank 0, ``figures/stage1_losses.png`` and
     ``figures/stage1_samples_<step>.png``. Returns the networks in eval mode.
@@ -157,10 +157,10 @@ def write_stage1_samples(enc, dec, sketches, layout, path, step: int = 0) -> Pat
 
 
 def load_stage1(out_dir, config: Optional[ModelConfig] = None):
-    """The trained encoders and sketch decoders from ``out_dir/stage1/checkpoint.pkl``,
+    """The trained encoders and sketch decoders from ``out_dir/stage1/checkpoint.npz``,
     in eval mode: ``(encoders, sketch_decoders)``."""
     config = config or read_model_config(out_dir)
-    st = load_checkpoint(Path(out_dir) / STAGE / "checkpoint.pkl")
+    st = load_checkpoint(Path(out_dir) / STAGE / CHECKPOINT_NAME)
     enc, dec = build_autoencoders(config)
     for name, m in _modules(enc, dec).items():
         load_module_state(m, st["modules"][name], name)

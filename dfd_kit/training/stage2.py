@@ -37,9 +37,10 @@ import jittor as jt
 from jittor import nn
 
 from .banks import BankSet, load_banks
-from .common import (BatchSampler, Run, Stage2Config, StageResult, TrainingData, load_checkpoint, load_module_state,
-                     photo_to_input, read_model_config, sample_rng, save_image_grid, seed_all, sketch_to_input,
-                     to_uint8, trainable, write_model_config)
+from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage2Config, StageResult, TrainingData,
+                     find_checkpoint, load_checkpoint, load_module_state, photo_to_input, read_model_config,
+                     sample_rng, save_image_grid, seed_all, sketch_to_input, to_uint8, trainable,
+                     write_model_config)
 from .stage1 import load_stage1, make_inputs, stack_crops
 from ..config import COMPONENTS, DEMO, Layout, ModelConfig
 from ..errors import ConfigError
@@ -198,9 +199,9 @@ def train_stage2(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
                  on_step: Optional[Callable[[int], None]] = None) -> StageResult:
     """Train (or resume) the feature decoders and generator into ``out_dir/stage2``.
 
-    Needs ``out_dir/stage1/checkpoint.pkl`` (when ``cfg.augment_prob`` > 0, for the
+    Needs ``out_dir/stage1/checkpoint.npz`` (when ``cfg.augment_prob`` > 0, for the
     encoders) and ``out_dir/banks.npz`` (stage-1 latents of the training sketches).
-    Resumes from ``out_dir/stage2/checkpoint.pkl`` when it exists. Writes losses and,
+    Resumes from ``out_dir/stage2/checkpoint.npz`` when it exists. Writes losses and,
     on rank 0, ``figures/stage2_losses.png`` and ``figures/stage2_samples_<step>.png``.
     """
     cfg = cfg or Stage2Config()
@@ -281,9 +282,9 @@ def write_stage2_samples(fdec, gen, source: LatentSource, rows: np.ndarray, path
 
 
 def load_stage2(out_dir, config: Optional[ModelConfig] = None):
-    """The trained ``(feature_decoders, generator)`` from ``out_dir/stage2/checkpoint.pkl``."""
+    """The trained ``(feature_decoders, generator)`` from ``out_dir/stage2/checkpoint.npz``."""
     config = config or read_model_config(out_dir)
-    st = load_checkpoint(Path(out_dir) / STAGE / "checkpoint.pkl")
+    st = load_checkpoint(Path(out_dir) / STAGE / CHECKPOINT_NAME)
     fdec, gen = build_synthesis(config)
     for c in COMPONENTS:
         load_module_state(fdec[c], st["modules"][f"feature_decoder.{c}"], f"feature_decoder.{c}")
@@ -320,8 +321,8 @@ def export_model(out_dir, params_dir, dtype=np.float16, model_card: Optional[str
 def default_model_card(out_dir, bankset: BankSet) -> str:
     lines = ["# dfd_kit model trained with dfd_kit.training", ""]
     for stage in ("stage1", "stage2"):
-        p = Path(out_dir) / stage / "checkpoint.pkl"
-        if p.exists():
+        p = find_checkpoint(Path(out_dir) / stage)
+        if p is not None:
             st = load_checkpoint(p)
             cfg = st["train_config"]
             lines.append(f"* {stage}: {st['step']} steps, {st['elapsed_s'] / 60:.1f} min, batch {cfg['batch_size']}, "
