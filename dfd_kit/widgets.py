@@ -404,12 +404,18 @@ class DrawingPad(W.VBox):
         sketch_path = folder / f"sketch_{stamp}{suffix}.png"
         Image.fromarray(self.sketch).save(sketch_path)
         face_path = None
-        if self.result is not None and self.result.image is not None:
+        # Only a matching pair: after a failed generation the face shown is the previous
+        # drawing's, and saving it beside the new sketch would pair the wrong two.
+        face_matches = (self.result is not None and self.result.image is not None
+                        and np.array_equal(self.result.sketch, self.sketch))
+        if face_matches:
             face_path = folder / f"face_{stamp}{suffix}.png"
             Image.fromarray(self.result.image).save(face_path)
         self.last_saved = (sketch_path, face_path)
         self.save_label.value = "saved " + ", ".join(f"<code>{html.escape(str(p))}</code>"
                                                      for p in self.last_saved if p)
+        if self.result is not None and not face_matches:
+            self.save_label.value += " (no face: the face shown is not this drawing's; fix the error and save again)"
         return sketch_path, face_path
 
     def _save_clicked(self):

@@ -228,6 +228,22 @@ def test_save_round_trip(pad, tmp_path):
     np.testing.assert_array_equal(other.sketch, pad.sketch)
 
 
+def test_save_after_a_failed_generation_keeps_the_sketch_without_a_stale_face(pad, tmp_path, monkeypatch):
+    pad.add_stroke([(40, 60), (200, 80)], width=3)
+    assert pad.result is not None and pad.error is None
+
+    def broken(feature_map):
+        raise RuntimeError("synthesis exploded")
+
+    monkeypatch.setattr(pad.model, "synthesize", broken)
+    pad.add_stroke([(60, 160), (160, 160)], width=3)     # this drawing has no face
+    assert pad.error is not None
+    sketch_path, face_path = pad.save(tmp_path / "out")
+    assert face_path is None and not list((tmp_path / "out").glob("face_*.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(sketch_path)), pad.sketch)
+    assert "not this drawing" in pad.save_label.value
+
+
 def test_save_button_uses_the_folder_box(pad, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pad.folder.value = "saved"
