@@ -6,9 +6,11 @@ everything here must run *before* ``import jittor``:
 * ``nvcc_path``: Jittor picks up any ``nvcc`` on the PATH and then fails on a
   machine without a GPU. We hand it CUDA only when a GPU is really present.
 * oneDNN: Jittor downloads its own oneDNN build at first import, which fails
-  offline. A system oneDNN (Debian's ``libdnnl-dev``) works in its place; we
-  expose it where Jittor looks for its download, so nothing is fetched. Without
-  oneDNN convolutions fall back to Jittor's generated kernels (~60x slower on CPU).
+  offline, and its oneDNN operators need oneDNN 2 (oneDNN 3 removed their API). We
+  put a oneDNN 2 where Jittor looks for its download (:mod:`dfd_kit.onednn`: the
+  Python environment's own from PyPI first, then the system's), so nothing is
+  fetched. Without one, or where its operators fail to compile, convolutions run
+  on Jittor's generated kernels (~60x slower on CPU), with one warning.
 * A pinned cache (``DFD_KIT_JITTOR_CACHE``, set on Binder): Jittor keys its compile
   cache on the host name and CPU model and compiles for ``-march=native``, so a cache
   built in an image's postBuild is never found in the session (another host name)
@@ -38,18 +40,11 @@ import glob
 import importlib.abc
 import os
 import platform
+import re
 import sys
 import warnings
 
-# Jittor's own download folder name, which it checks before downloading.
-_JITTOR_DNNL_DIR = "dnnl_lnx_2.2.0_cpu_gomp"
-_SYSTEM_DNNL_LIBS = [
-    "/usr/lib/x86_64-linux-gnu/libdnnl.so",
-    "/usr/lib/aarch64-linux-gnu/libdnnl.so",
-    "/usr/local/lib/libdnnl.so",
-    "/usr/lib/libdnnl.so",
-]
-_SYSTEM_DNNL_INCLUDES = ["/usr/include", "/usr/local/include"]
+from . import onednn
 
 #: Names a fixed folder for Jittor's compiled core and kernels, whatever the host (Binder sets it).
 PINNED_CACHE_ENV = "DFD_KIT_JITTOR_CACHE"
@@ -88,33 +83,91 @@ def _jittor_home() -> str:
     return os.path.expanduser("~")
 
 
-def _find_system_dnnl():
-    for lib in _SYSTEM_DNNL_LIBS:
-        if os.path.isfile(lib):
-            for inc in _SYSTEM_DNNL_INCLUDES:
-                if os.path.isfile(os.path.join(inc, "dnnl.hpp")):
-                    return lib, inc
-    return None
+class OneDNNWarning(UserWarning):
+    """Jittor runs without oneDNN, or with another oneDNN than dfd_kit chose."""
 
 
-def _link_system_dnnl() -> bool:
-    """Place a system oneDNN where Jittor expects its own download. Returns True if usable."""
-    target = os.path.join(_jittor_home(), ".cache", "jittor", "mkl", _JITTOR_DNNL_DIR)
-    lib_link = os.path.join(target, "lib", "libmkldnn.so")
-    if os.path.isfile(lib_link):
-        return True
-    found = _find_system_dnnl()
-    if found is None:
-        return False
-    lib, inc = found
-    os.makedirs(os.path.join(target, "lib"), exist_ok=True)
-    inc_link = os.path.join(target, "include")
-    for link, src in ((lib_link, lib), (inc_link, inc)):
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(src, link)
-    # Jittor's -lmkldnn also needs the name libmkldnn.so at link time; the lib dir has it.
-    return True
+_warned: list = []
+
+
+def warn_once(message: str) -> None:
+    """Warn about the CPU back-end at most once per process, whatever goes wrong after,
+    attributed to the first caller outside dfd_kit, Jittor and the import machinery (the
+    ``import dfd_kit`` or the line that made Jittor compile)."""
+    if _warned:
+        return
+    _warned.append(message)
+    level, frame, ours = 2, sys._getframe(1), os.path.dirname(os.path.abspath(__file__))
+    while frame is not None:
+        name = frame.f_code.co_filename
+        bootstrap = "importlib" in name and "_bootstrap" in name   # warnings skips these itself
+        if not (bootstrap or name.startswith(ours) or f"{os.sep}jittor{os.sep}" in name):
+            break
+        level, frame = level + (not bootstrap), frame.f_back
+    warnings.warn(message, OneDNNWarning, stacklevel=level)
+
+
+def _without_onednn(reason: str) -> None:
+    """Turn Jittor's oneDNN off (read at its import; child processes inherit it) and say so
+    once: why, what it costs, what to install. Returns None, the oneDNN now in use."""
+    os.environ["use_mkl"] = "0"
+    info.update(onednn=False, onednn_include=None)
+    warn_once(f"dfd_kit: {reason}. Jittor runs its own convolutions instead: correct, but about "
+              f"60x slower on the CPU. For the fast ones, {onednn.advice()}.")
+
+
+def _set_up_onednn():
+    """Give Jittor a oneDNN 2 in its download folder and load its library. Returns the
+    :class:`onednn.OneDNN` Jittor will use (linked into :func:`onednn.jittor_folder`), or
+    None (oneDNN turned off, one warning)."""
+    home = _jittor_home()
+    present = onednn.linked(home)
+    if isinstance(present, onednn.OneDNN) and present.source == "Jittor's download":
+        chosen = present   # Jittor's own files (a 2.2 it downloaded once): never replaced
+    else:
+        found, rejected = onednn.find()
+        if found is None:
+            return _without_onednn(f"no oneDNN {onednn.MAJOR} for Jittor 1.3, whose oneDNN operators "
+                                   f"oneDNN 3 does not compile (found: {'; '.join(rejected) or 'none'})")
+        folder = onednn.jittor_folder(home)
+        chosen = found
+        try:
+            onednn.link(found, home)
+        except OSError as e:
+            if not isinstance(present, onednn.OneDNN):
+                return _without_onednn(f"could not link {found} into Jittor's folder {folder} ({e})")
+            warn_once(f"dfd_kit: could not link {found} into Jittor's folder {folder} ({e}); "
+                      f"Jittor uses the {present} linked there before.")
+            chosen = present
+    try:
+        onednn.preload(chosen)
+    except OSError as e:
+        return _without_onednn(f"could not load {chosen.lib} ({e})")
+    return chosen
+
+
+def _tolerate_failed_onednn_ops(compile_custom_ops):
+    """Jittor's compile_custom_ops, except that Jittor's oneDNN operators failing to compile
+    turn oneDNN off (one warning, ``mkl_ops`` None) instead of failing ``import jittor``."""
+    def compile_or_none(filenames, *args, **kwargs):
+        try:
+            return compile_custom_ops(filenames, *args, **kwargs)
+        except Exception as e:
+            if not any(f"{os.sep}mkl{os.sep}" in str(f) for f in filenames):
+                raise
+            _without_onednn(f"Jittor's oneDNN operators did not compile against "
+                            f"{info.get('onednn') or 'oneDNN'} ({error_summary(e)})")
+            return None
+    return compile_or_none
+
+
+def error_summary(e: Exception) -> str:
+    """One short line for a Jittor compile error (its message is the whole command line)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    failed = re.search(r'Run cmd failed: "[^"]+" "([^"]+)"', text)
+    if failed:   # the compiler's own messages went to stderr already
+        return f"the compiler failed on {os.path.basename(failed.group(1))}; its errors are above"
+    return (text.splitlines() or [type(e).__name__])[0][:300]
 
 
 def _cgroup_memory_levels():
@@ -236,31 +289,41 @@ def _pin_jittor_cache(folder: str) -> str:
 class _JittorImportHook(importlib.abc.MetaPathFinder):
     """Import hook: when ``jittor`` is imported, make it start compilers only on demand
     (:func:`_start_compilers_on_demand`), then put back the SIGCHLD and SIGINT handlers that
-    were in place before its core replaced them (see the module docstring).
+    were in place before its core replaced them (see the module docstring); when its
+    ``compile_extern`` is, let its oneDNN operators fail to compile without failing the import
+    (:func:`_tolerate_failed_onednn_ops`).
 
-    It finds jittor's spec through the other finders and wraps the loader's exec_module,
+    It finds each module's spec through the other finders and wraps the loader's exec_module,
     then leaves sys.meta_path: Jittor is imported once per process.
     """
 
     def __init__(self, compile_procs: int):
         self.compile_procs = compile_procs
+        self.pending = {"jittor", "jittor.compile_extern"}
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "jittor":
+        if fullname not in self.pending:
             return None
-        sys.meta_path.remove(self)
+        self.pending.discard(fullname)
+        if not self.pending:
+            sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(fullname)   # this finder passes on it now
+        if spec is None or spec.loader is None:
+            return spec
+        if fullname == "jittor.compile_extern":
+            return self._guard_compile_extern(spec)
         # Here rather than in configure(): jittor_utils reads its settings (JITTOR_HOME,
         # log_v, ...) from the environment when imported, which a user may still change
         # between `import dfd_kit` and `import jittor`.
         _start_compilers_on_demand(self.compile_procs)
-        import importlib.util
         import signal
 
         import threading
 
-        spec = importlib.util.find_spec(fullname)
         # only the main thread may set handlers; jittor is imported there in practice
-        if spec is None or spec.loader is None or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             return spec
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)}
         exec_module = spec.loader.exec_module
@@ -273,6 +336,26 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
                     signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
         spec.loader.exec_module = exec_then_restore
+        return spec
+
+    @staticmethod
+    def _guard_compile_extern(spec):
+        # compile_extern compiles the oneDNN operators with the compile_custom_ops it star-imports
+        # from jittor.compiler (imported by then), at its own import
+        exec_module = spec.loader.exec_module
+
+        def exec_tolerant(module):
+            compiler = sys.modules.get("jittor.compiler")
+            original = getattr(compiler, "compile_custom_ops", None)
+            if original is not None:
+                compiler.compile_custom_ops = _tolerate_failed_onednn_ops(original)
+            try:
+                exec_module(module)
+            finally:
+                if original is not None:
+                    compiler.compile_custom_ops = original
+
+        spec.loader.exec_module = exec_tolerant
         return spec
 
 
@@ -338,16 +421,10 @@ def configure() -> dict:
     # shared (a notebook kernel beside JupyterLab, parallel test runs), measured here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("log_silent", "1")  # Jittor's compile log is noise for notebook users
-    dnnl = False
-    if os.environ.get("use_mkl", "1") == "1":
-        dnnl = _link_system_dnnl()
-        if not dnnl:
-            # No oneDNN: turn it off so Jittor does not try (and fail) to download it.
-            os.environ["use_mkl"] = "0"
-            warnings.warn("oneDNN (Debian/Ubuntu package libdnnl-dev) was not found: dfd_kit runs "
-                          "with Jittor's slower built-in convolutions. Install it with "
-                          "`sudo apt-get install libdnnl-dev` (or `make setup`) for ~60x faster CPU "
-                          "convolutions.", stacklevel=3)
+    dnnl = None
+    if os.environ.get("use_mkl", "1") == "1" and "jittor" not in sys.modules:
+        # without one, oneDNN is turned off, so Jittor does not try (and fail) to download it
+        dnnl = _set_up_onednn()
     pinned = os.environ.get(PINNED_CACHE_ENV)
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
@@ -357,6 +434,10 @@ def configure() -> dict:
         fd_output = _keep_cpp_output_on_file_descriptors()
         procs = compile_procs()
         sys.meta_path.insert(0, _JittorImportHook(procs))
-    info.update(cuda=use_cuda, onednn=dnnl, pinned_cache=cache, heap_reuse=heap,
+    # onednn: what Jittor compiles its oneDNN operators against (False: none); onednn_include:
+    # the headers dfd_kit.fused compiles its own against (the same, as Jittor's folder links them)
+    info.update(cuda=use_cuda, onednn=str(dnnl) if dnnl else False,
+                onednn_include=os.path.join(onednn.jittor_folder(_jittor_home()), "include") if dnnl else None,
+                pinned_cache=cache, heap_reuse=heap,
                 cpp_output_on_fds=fd_output, compile_procs=procs)
     return info

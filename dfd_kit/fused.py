@@ -286,12 +286,42 @@ def paste(remainder: jt.Var, parts, owner: jt.Var, corners: jt.Var) -> jt.Var:
 # transposes ride on passes over memory that happen anyway.
 
 def channels_last() -> bool:
-    """True where the channels-last convolutions apply: the fused kernels do and Jittor
-    has oneDNN (:mod:`dfd_kit.backend` links Debian's)."""
-    if not enabled():
-        return False
-    from jittor import compile_extern
-    return getattr(compile_extern, "mkl_ops", None) is not None
+    """True where the channels-last convolutions apply: the fused kernels do, and Jittor has
+    oneDNN (:mod:`dfd_kit.backend` links a oneDNN 2) which these kernels compile against."""
+    return enabled() and _onednn_kernels_compile()
+
+
+_ONEDNN_KERNELS: list = []   # [bool] once known
+
+
+def _onednn_kernels_compile() -> bool:
+    """Jittor's oneDNN operators loaded, and a small :func:`conv_nhwc` (the kernel a
+    generation compiles first anyway) compiled and ran. Where it did not, warn once and
+    keep to the plain path (Jittor's convolutions), as where oneDNN is off."""
+    if not _ONEDNN_KERNELS:
+        from jittor import compile_extern
+
+        ok = getattr(compile_extern, "mkl_ops", None) is not None
+        if ok:
+            try:
+                conv_nhwc(jt.ones((1, 3, 3, 8)), jt.ones((8, 8, 3, 3))).sync()
+            except Exception as e:   # Jittor reports a failed compile as RuntimeError
+                from .backend import error_summary, warn_once
+
+                ok = False
+                warn_once(f"dfd_kit: its channels-last oneDNN kernels did not compile ({error_summary(e)}); "
+                          "the residual blocks run Jittor's oneDNN convolutions instead (a little slower).")
+        _ONEDNN_KERNELS.append(ok)
+    return _ONEDNN_KERNELS[0]
+
+
+def _onednn_headers():
+    """Compile options that put the oneDNN Jittor uses before any other on the include path
+    (a system oneDNN 3 in /usr/include would not compile here)."""
+    from .backend import info
+
+    include = info.get("onednn_include")
+    return jt.flag_scope(compile_options={f'FLAGS: -I"{include}" ': 1} if include else {})
 
 
 _TO_NHWC_SRC = """
@@ -390,8 +420,9 @@ def conv_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
     n, h, w, c = x.shape
     o, wc, kh, kw = weight.shape
     assert wc == c, f"a {wc}-channel convolution got a {c}-channel map"
-    return jt.code((n, h - kh + 1, w - kw + 1, o), x.dtype, [x, weight],
-                   cpu_header=_CONV_NHWC_HEADER, cpu_src=_CONV_NHWC_SRC)
+    with _onednn_headers():
+        return jt.code((n, h - kh + 1, w - kw + 1, o), x.dtype, [x, weight],
+                       cpu_header=_CONV_NHWC_HEADER, cpu_src=_CONV_NHWC_SRC)
 
 
 _UP_NHWC_SRC = """
@@ -431,7 +462,8 @@ def upsample_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
     src = _UP_NHWC_SRC.replace("DST_TAG", "tag::nChw16c" if blocked else "tag::nhwc")
     src = src.replace("DST_H", "out0_shape2" if blocked else "out0_shape1")
     src = src.replace("DST_W", "out0_shape3" if blocked else "out0_shape2")
-    return jt.code(shape, x.dtype, [x, weight], cpu_header=_CONV_NHWC_HEADER, cpu_src=src)
+    with _onednn_headers():
+        return jt.code(shape, x.dtype, [x, weight], cpu_header=_CONV_NHWC_HEADER, cpu_src=src)
 
 
 _NORM_BLOCKED_SRC = """
