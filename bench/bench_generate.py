@@ -238,9 +238,14 @@ def full_size_model(params):
     return dfd_kit.load(params), f"full-size ({params})"
 
 
-def demo_model():
-    if (dfd_kit.DEMO_PARAMS / "config.json").is_file():
-        return dfd_kit.load(), f"demo ({dfd_kit.DEMO_PARAMS})"
+def demo_models():
+    """The bundled 256 x 256 models (photo, cartoon); a random one of their size when neither is there."""
+    found = [(dfd_kit.load(name), f"{name} ({folder})") for name, folder in
+             (("photo", dfd_kit.PHOTO_PARAMS), ("cartoon", dfd_kit.DEMO_PARAMS)) if (folder / "config.json").is_file()]
+    return found or [demo_model_random()]
+
+
+def demo_model_random():
     import jittor as jt
     from dfd_kit.pipeline import DeepFaceDrawing, build
 
@@ -283,7 +288,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=None, help="full-size Params (default: the stand-in, written if missing)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
-    ap.add_argument("--no-demo", action="store_true", help="skip the demo-size model")
+    ap.add_argument("--no-demo", action="store_true", help="skip the demo-size models (photo and cartoon)")
     ap.add_argument("--no-full", action="store_true", help="skip the full-size model (the demo model alone)")
     args = ap.parse_args(argv)
 
@@ -303,10 +308,10 @@ def main(argv=None) -> int:
     sketch = np.asarray(Image.open(SKETCH).convert("L"))
     results = []
     if not args.no_demo:   # first, so that its peak RSS is its own
-        model, name = demo_model()
-        results.append(bench_model(name, model, sketch, args.repeats))
-        print_report(results[-1])
-        del model
+        for model, name in demo_models():
+            results.append(bench_model(name, model, sketch, args.repeats))
+            print_report(results[-1])
+            del model
     if not args.no_full:
         model, name = full_size_model(args.params)
         results.append(bench_model(name, model, sketch, args.repeats))

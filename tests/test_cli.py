@@ -116,13 +116,16 @@ def test_params_errors_exit_2_with_the_message_and_no_traceback(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_demo_model_is_a_params_error(monkeypatch, tmp_path, capsys):
+def test_missing_bundled_model_is_a_params_error(monkeypatch, tmp_path, capsys):
     import dfd_kit
 
-    monkeypatch.setattr(dfd_kit, "DEMO_PARAMS", tmp_path / "demo")   # --params left out: the demo model
+    monkeypatch.setattr(dfd_kit, "PHOTO_PARAMS", tmp_path / "photo")   # --params left out: the photo model
     rc = cli.main(["generate", str(sketch_path(case_by_id(0))), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 2 and "demo model is not in" in err and "train it" in err and "Traceback" not in err
+    assert rc == 2 and "photo model is not in" in err and "training photo" in err and "Traceback" not in err
+    monkeypatch.setattr(dfd_kit, "DEMO_PARAMS", tmp_path / "demo")
+    rc = cli.main(["generate", str(sketch_path(case_by_id(0))), "--params", "cartoon", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "cartoon model is not in" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args", [["--nose", "1.5"], ["--mouth", "-0.1"], ["--left-eye", "nan"],

@@ -16,7 +16,7 @@ import pytest
 import dfd_kit
 from dfd_kit import ParamsError
 from dfd_kit.config import COMPONENTS, DEMO
-from dfd_kit.loading import (GENERATOR_FILE, bank_file, checkpoint_file, generator_key_table,
+from dfd_kit.loading import (GENERATOR_FILE, bank_file, bank_header, checkpoint_file, generator_key_table,
                              INT8_SCALE, official_param_files, read_bank, read_checkpoint,
                              write_bank, write_checkpoint)
 from dfd_kit.pipeline import load_model, save_model
@@ -236,7 +236,8 @@ def test_int8_banks_read_back_within_half_a_step_and_load(demo_model, demo_sketc
     bank = (rng.normal(size=(300, 16)) * np.linspace(0.1, 40, 16)).astype(np.float32)
     bank[:, 3] = 2.5   # a constant dimension (step 0) reads back exactly
     write_bank(tmp_path / "b.bin", bank, "int8")
-    assert (tmp_path / "b.bin").stat().st_size == 2 * 4 * 16 + 300 * 16   # offsets, steps, one byte a value
+    rows_bytes = (tmp_path / "b.bin").stat().st_size - bank_header(tmp_path / "b.bin")["offset"]
+    assert rows_bytes == 2 * 4 * 16 + 300 * 16   # offsets, steps, one byte a value
     back = read_bank(tmp_path / "b.bin", 16, "int8")
     half_step = (bank.max(0) - bank.min(0)) / 255 / 2
     assert back.dtype == np.float32 and back.shape == bank.shape
@@ -303,7 +304,7 @@ def test_bad_config_json_is_reported(params_copy):
         dfd_kit.load(params_copy)
 
 
-def test_the_bundled_demo_model_fits_its_30_mb_and_loads_by_default():
+def test_the_bundled_demo_model_fits_its_30_mb_and_loads_by_name():
     # The budget for the committed model: weights and banks together at most 30 MB.
     from dfd_kit import PARAMS_ROOT
     from dfd_kit.training.__main__ import DEMO_BANK_FACES, DEMO_BANK_PART_FACES
@@ -311,7 +312,7 @@ def test_the_bundled_demo_model_fits_its_30_mb_and_loads_by_default():
     root = PARAMS_ROOT / "demo"
     files = list(root.glob("*/*.pkl")) + list(root.glob("*/*.bin"))
     assert len(files) == 26 and sum(f.stat().st_size for f in files) <= 30_000_000
-    model = dfd_kit.load()
+    model = dfd_kit.load("demo")
     assert Path(model.source).resolve() == root.resolve()
     for s in ("male", "female"):   # the recipe's bank sizes are the shipped ones (half the faces per sex)
         assert len(model.banks[s]["remainder"]) == DEMO_BANK_FACES // 2
