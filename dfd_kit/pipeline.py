@@ -232,12 +232,13 @@ class DeepFaceDrawing:
         return res
 
     def shadows_fit_in_memory(self) -> bool:
-        """False, with a warning the first time, when the sketch decoders are not loaded yet
-        and this machine's available memory cannot hold them and a decoding pass."""
+        """False when the model was loaded without its sketch decoders (``shadows=False``),
+        and, with a warning the first time, when they are not loaded yet and this machine's
+        available memory cannot hold them and a decoding pass."""
         if self._shadows_refused:
             return False
         if not self.sketch_decoders:
-            return True   # loaded with shadows=False: there is nothing to load
+            return False   # loaded with shadows=False: no shadow guidance to draw
         pending = getattr(self.sketch_decoders, "pending_bytes", 0)
         if not pending:
             return True

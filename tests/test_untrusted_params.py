@@ -43,33 +43,30 @@ def test_a_pickle_cannot_call_the_array_constructor(tmp_path):
         read_checkpoint(path)
 
 
+def _peak_bytes_refusing(path, message: str) -> int:
+    """Peak Python memory while read_checkpoint refuses ``path`` with a ParamsError."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParamsError, match=message):
+            read_checkpoint(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_reconstruct_with_a_huge_shape_allocates_nothing(tmp_path):
     from numpy.core.multiarray import _reconstruct
 
     path = tmp_path / "tiny.pkl"
     path.write_bytes(pickle.dumps({"w": _Calls(_reconstruct, np.ndarray, (1 << 28,), b"b")}, protocol=4))
-    tracemalloc.start()
-    try:
-        with pytest.raises(ParamsError, match="without its data|could not read"):
-            read_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 << 20
+    assert _peak_bytes_refusing(path, "without its data|could not read") < 10 << 20
 
 
 def test_a_record_claiming_more_bytes_than_the_file_holds_is_refused_before_allocating(tmp_path):
     # PROTO 4, BINBYTES8 with a length of 1 GB, then the file ends
     path = tmp_path / "liar.pkl"
     path.write_bytes(b"\x80\x04\x8e" + (1 << 30).to_bytes(8, "little") + b"x" * 16)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ParamsError, match="only 16 are left"):
-            read_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 << 20
+    assert _peak_bytes_refusing(path, "only 16 are left") < 10 << 20
 
 
 def test_object_arrays_are_refused(tmp_path):

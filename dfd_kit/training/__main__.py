@@ -88,6 +88,19 @@ def ensure_stylegan_data(data_dir, n: int, first: int, progress: bool = True) ->
     return build_stylegan_dataset(data_dir, n, first=first, progress=progress)
 
 
+def data_first(dirs, how: str, build) -> None:
+    """Build the recipe's data sets (``build()``), except under mpirun: there every process
+    would build them at once, so they must exist already (``how`` says how to make them)."""
+    from . import common
+
+    if common.mpi_world() > 1:
+        missing = [str(d) for d in dirs if not (Path(d) / "samples.csv").exists()]
+        if missing:
+            raise SystemExit(f"build the data first, without mpirun: {', '.join(missing)} ({how})")
+    else:
+        build()
+
+
 def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
           minutes_stage2: Optional[float] = None, steps_stage1: int = 1_000_000, steps_stage2: int = 1_000_000,
           batch_size: int = 4, seed: int = 0, params_dir=None, threads: Optional[int] = None,
@@ -171,14 +184,9 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
     from .quality import HELDOUT_FACES, HELDOUT_SEED
 
     data_dir, heldout_dir = Path(data_dir), Path(heldout_dir)
-    if common.mpi_world() > 1:
-        missing = [d for d in (data_dir, heldout_dir) if not (d / "samples.csv").exists()]
-        if missing:
-            raise SystemExit(f"build the data first, without mpirun: {', '.join(map(str, missing))} "
-                             "(python -m dfd_kit.data.facesjs --out DIR --n N --seed S)")
-    else:
-        ensure_facesjs_data(data_dir, n_faces, seed, DEMO.layout, progress)
-        ensure_facesjs_data(heldout_dir, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
+    data_first((data_dir, heldout_dir), "python -m dfd_kit.data.facesjs --out DIR --n N --seed S", lambda: (
+        ensure_facesjs_data(data_dir, n_faces, seed, DEMO.layout, progress),
+        ensure_facesjs_data(heldout_dir, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)))
     summary = train(data_dir, out_dir, DEMO, minutes_stage1, minutes_stage2, steps_stage1, steps_stage2,
                     batch_size, seed, params_dir, threads, progress)
     summary["heldout"] = str(heldout_dir)
@@ -186,11 +194,7 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
         params_dir = Path(summary["params"])
         summary["banks"] = densify_demo_banks(params_dir, bank_dir, bank_faces_remainder, bank_faces_parts, k,
                                               seed, progress)
-        quantize_sketch_decoders(params_dir)
-        write_model_card(params_dir, summary)
-        if measure:
-            run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
-                                           n_faces=None, figures=None, no_progress=not progress))
+        finish_recipe(params_dir, summary, write_model_card, data_dir, heldout_dir, measure, progress)
     common.barrier()
     return summary
 
@@ -211,14 +215,9 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
     from .quality import HELDOUT_FACES
 
     data_dir, heldout_dir = Path(data_dir), Path(heldout_dir)
-    if common.mpi_world() > 1:
-        missing = [d for d in (data_dir, heldout_dir) if not (d / "samples.csv").exists()]
-        if missing:
-            raise SystemExit(f"build the data first, without mpirun: {', '.join(map(str, missing))} "
-                             "(python -m dfd_kit.training photo-data)")
-    else:
-        ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress)
-        ensure_stylegan_data(data_dir, n_faces, 0, progress)
+    data_first((data_dir, heldout_dir), "python -m dfd_kit.training photo-data", lambda: (
+        ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress),
+        ensure_stylegan_data(data_dir, n_faces, 0, progress)))
     summary = train(data_dir, out_dir, PHOTO, None, None, steps_stage1, steps_stage2, batch_size, seed,
                     params_dir, threads, progress)
     summary["heldout"] = str(heldout_dir)
@@ -229,13 +228,19 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
         summary["banks"] = {"data": str(data_dir), "seed": 0, "remainder_faces": n_faces, "part_faces": n_faces,
                             "k": k, "rows": rows, "minutes": round((time.time() - t) / 60, 2),
                             "machine": machine_description()}
-        quantize_sketch_decoders(params_dir)
-        write_photo_model_card(params_dir, summary)
-        if measure:
-            run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
-                                           n_faces=None, figures=None, no_progress=not progress))
+        finish_recipe(params_dir, summary, write_photo_model_card, data_dir, heldout_dir, measure, progress)
     common.barrier()
     return summary
+
+
+def finish_recipe(params_dir, summary: dict, write_card, data_dir, heldout_dir, measure: bool, progress: bool):
+    """The recipes' last steps: int8 sketch decoders, the model card (``write_card``) and,
+    with ``measure``, the held-out measurements."""
+    quantize_sketch_decoders(params_dir)
+    write_card(params_dir, summary)
+    if measure:
+        run_quality(argparse.Namespace(params=str(params_dir), data=str(data_dir), heldout=str(heldout_dir),
+                                       n_faces=None, figures=None, no_progress=not progress))
 
 
 def densify_demo_banks(params_dir, bank_dir, remainder: int, parts: int, k: int, seed: int = 0,
@@ -388,7 +393,6 @@ def photo_card_figures(params_dir, data_dir=PHOTO_DATA) -> dict:
     (each hand-drawn example and the model's face without and with manifold projection)."""
     from ..config import COMPONENTS
     from ..data import load_pair, load_samples
-    from ..data.stylegan import photo_sketch  # noqa: F401  (the extractor the sketches came from)
     from ..pipeline import load_model
     from .common import save_image_grid
     from .quality import _compact_png, stroke_distance
