@@ -450,6 +450,12 @@ def quantize_checkpoint(path, dtype=np.float16) -> None:
 
 # ---------------------------------------------------------------- atomic writes and locks
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, flush it to
     disk and rename it over ``path``: a reader (or a Ctrl-C) sees the old file or the new
@@ -458,6 +464,7 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp's 0600 would hide exported models from other users
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()

@@ -217,9 +217,9 @@ def _init_worker():
 
 def _save_png(img: np.ndarray, path: Path) -> None:
     """Write through a temporary name, so an interrupted build never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    from ..loading import atomic_write
+
+    atomic_write(path, lambda f: Image.fromarray(img).save(f, format="PNG", compress_level=1))
 
 
 def _build_one(args) -> dict:
