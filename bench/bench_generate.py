@@ -66,8 +66,15 @@ def count_flops(into: dict, key: str):
     def linear_macs(self, x, y):
         return int(np.prod(x.shape)) * int(y.shape[-1])
 
-    # OutputConv has its own execute (a direct kernel) that may not reach nn.Conv's
-    macs = {nn.Conv: conv_macs, OutputConv: conv_macs, nn.ConvTranspose: conv_t_macs, nn.Linear: linear_macs}
+    def reduced_macs(self, x, y):   # a bf16 layer (dfd_kit.precision) of either kind
+        return (conv_t_macs if isinstance(self, nn.ConvTranspose) else conv_macs)(self, x, y)
+
+    from dfd_kit.fused import ReducedConv
+
+    # OutputConv has its own execute (a direct kernel) that may not reach nn.Conv's; so has a
+    # layer converted to bf16
+    macs = {nn.Conv: conv_macs, OutputConv: conv_macs, nn.ConvTranspose: conv_t_macs, nn.Linear: linear_macs,
+            ReducedConv: reduced_macs}
     originals = {cls: cls.__dict__["execute"] for cls in macs}
     active = []   # an OutputConv falling back to nn.Conv's execute is counted once
 
@@ -230,17 +237,18 @@ def bench_model(name: str, model, sketch, repeats: int, sex="male") -> dict:
 
 # --------------------------------------------------------------------------- models
 
-def full_size_model(params):
+def full_size_model(params, precision="auto"):
     if params is None:
         from dfd_kit.standin import write_standin_params
 
         params = write_standin_params(STANDIN)
-    return dfd_kit.load(params), f"full-size ({params})"
+    model = dfd_kit.load(params, precision=precision)
+    return model, f"full-size ({params}), {model.precision}"
 
 
-def demo_models():
+def demo_models(precision="auto"):
     """The bundled 256 x 256 models (photo, cartoon); a random one of their size when neither is there."""
-    found = [(dfd_kit.load(name), f"{name} ({folder})") for name, folder in
+    found = [(dfd_kit.load(name, precision=precision), f"{name} ({folder})") for name, folder in
              (("photo", dfd_kit.PHOTO_PARAMS), ("cartoon", dfd_kit.DEMO_PARAMS)) if (folder / "config.json").is_file()]
     return found or [demo_model_random()]
 
@@ -290,6 +298,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--no-demo", action="store_true", help="skip the demo-size models (photo and cartoon)")
     ap.add_argument("--no-full", action="store_true", help="skip the full-size model (the demo model alone)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="load(precision=...): auto (the default) picks bf16 for the full-size model where "
+                         "the CPU has native bf16; see bench_precision.py for the two side by side")
     args = ap.parse_args(argv)
 
     import jittor as jt
@@ -308,12 +319,13 @@ def main(argv=None) -> int:
     sketch = np.asarray(Image.open(SKETCH).convert("L"))
     results = []
     if not args.no_demo:   # first, so that its peak RSS is its own
-        for model, name in demo_models():
+        for model, name in demo_models(args.precision):
+            name = f"{name}, {model.precision}"
             results.append(bench_model(name, model, sketch, args.repeats))
             print_report(results[-1])
             del model
     if not args.no_full:
-        model, name = full_size_model(args.params)
+        model, name = full_size_model(args.params, args.precision)
         results.append(bench_model(name, model, sketch, args.repeats))
         print_report(results[-1])
 

@@ -1,6 +1,6 @@
 """Peak memory and load time of the full-size model, each figure from a fresh process.
 
-    python bench/bench_memory.py [--params DIR] [--keep-cache] [--json FILE]
+    python bench/bench_memory.py [--params DIR] [--keep-cache] [--precision auto|fp32|bf16] [--json FILE]
 
 Runs, each in its own child process (so that every peak is that scenario's alone):
 
@@ -32,14 +32,14 @@ STANDIN = ROOT / ".cache" / "standin_params"
 SCENARIOS = {"first load": None, "load + generate, no shadows": False, "load + generate, shadows": True}
 
 
-def child(params: str, shadows) -> dict:
+def child(params: str, shadows, precision: str = "auto") -> dict:
     """One scenario in this process; shadows None: load only."""
     sys.path.insert(0, str(ROOT))
     import dfd_kit
 
     t0 = time.perf_counter()
-    model = dfd_kit.load(params)
-    out = {"load_s": time.perf_counter() - t0}
+    model = dfd_kit.load(params, precision=precision)
+    out = {"load_s": time.perf_counter() - t0, "precision": model.precision}
     if shadows is not None:
         t0 = time.perf_counter()
         r = model.generate(str(SKETCH), sex="male", shadows=shadows)
@@ -49,9 +49,9 @@ def child(params: str, shadows) -> dict:
     return out
 
 
-def run_child(params: Path, scenario: str) -> dict:
+def run_child(params: Path, scenario: str, precision: str = "auto") -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_memory as b; "
-            f"print('RESULT', json.dumps(b.child({str(params)!r}, {SCENARIOS[scenario]!r})))")
+            f"print('RESULT', json.dumps(b.child({str(params)!r}, {SCENARIOS[scenario]!r}, {precision!r})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=None, help="full-size Params (default: the stand-in, written if missing)")
     ap.add_argument("--keep-cache", action="store_true", help="do not delete the compact cache first")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="load(precision=...); the first load of bf16 also converts its weights")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from dfd_kit.loading import compact_cache_dir
@@ -78,10 +80,10 @@ def main(argv=None) -> int:
         shutil.rmtree(compact_cache_dir(params), ignore_errors=True)
     results = {}
     for scenario in SCENARIOS:
-        results[scenario] = r = run_child(params, scenario)
+        results[scenario] = r = run_child(params, scenario, args.precision)
         gen = f"generate {r['generate_s']:6.1f} s" if "generate_s" in r else " " * 17
-        print(f"{scenario:30s} load {r['load_s']:5.1f} s   {gen}   peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB",
-              flush=True)
+        print(f"{scenario:30s} {r['precision']}  load {r['load_s']:5.1f} s   {gen}   "
+              f"peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -10,11 +10,14 @@ synthesis; pipeline runs them all, loading reads Params/ folders.
 from . import backend as _backend
 
 _backend.configure()  # must precede the first `import jittor`
+from .backend import warm_up  # noqa: E402,F401  (compiles Jittor's kernels ahead, with progress)
 
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .config import COMPONENTS, DEMO, OFFICIAL, PHOTO, ModelConfig  # noqa: E402
-from .errors import ConfigError, DFDError, ParamsError, SketchError, TrainingInterrupted  # noqa: E402
+from .errors import (ConfigError, DFDError, DrawingFileError, DrawingModelWarning, ParamsError,  # noqa: E402
+                     SketchError, TrainingInterrupted)
 
 __version__ = "0.1.0"
 
@@ -29,21 +32,29 @@ BUNDLED = ("photo", "cartoon", "demo")
 #: truth and more photo-like than the cartoon model, which follows the strokes a little more
 #: tightly (Params/photo/MODEL_CARD.md has both).
 DEFAULT_MODEL = "photo"
+#: The environment variable ``load()`` reads when it is given no model.
+PARAMS_ENV = "DFD_PARAMS"
 _RECIPES = {"photo": "photo --params Params/photo", "cartoon": "demo --params Params/demo",
             "demo": "demo --params Params/demo"}
 
 
-def load(params_dir=None, shadows: bool = True) -> "DeepFaceDrawing":
+def load(params_dir=None, shadows: bool = True, precision: str = "auto") -> "DeepFaceDrawing":
     """Load a model.
 
-    params_dir: None -> the default bundled model (:data:`DEFAULT_MODEL`, the photo model);
+    params_dir: None -> the model named by the environment variable ``DFD_PARAMS`` if set
+    (a name below or a folder: how a class, CI or Binder points every notebook and pad at
+    one model), else :data:`DEFAULT_MODEL` (the photo model);
     "photo" -> photo-realistic faces (Params/photo); "cartoon" or "demo" -> cartoon faces
     (Params/demo); "official" -> the official weights in Params/ (AE_whole/, Combine/);
     any other value -> that folder. shadows=False skips the sketch decoders (less memory;
-    no shadow guidance).
+    no shadow guidance). precision: "auto" (bfloat16 convolutions for a large model where the
+    CPU computes bfloat16 natively, else float32), "fp32" or "bf16" (see dfd_kit.precision).
     """
+    from .precision import check_precision
+
+    check_precision(precision)   # a wrong value fails before anything is read
     if params_dir is None:
-        params_dir = DEFAULT_MODEL
+        params_dir = os.environ.get(PARAMS_ENV) or DEFAULT_MODEL
     if isinstance(params_dir, str) and params_dir in BUNDLED:
         name, params_dir = params_dir, (PHOTO_PARAMS if params_dir == "photo" else DEMO_PARAMS)
         if not (params_dir / "config.json").is_file():
@@ -55,7 +66,9 @@ def load(params_dir=None, shadows: bool = True) -> "DeepFaceDrawing":
         params_dir = PARAMS_ROOT
     from .pipeline import load_model  # Jittor loads (and may compile) only when a model is needed
 
-    return load_model(params_dir, shadows=shadows)
+    # load_model's default is "auto" too; passed only when chosen, so stand-ins of load_model(params, shadows) still fit
+    extra = {} if precision == "auto" else {"precision": precision}
+    return load_model(params_dir, shadows=shadows, **extra)
 
 
 def __getattr__(name):
@@ -67,5 +80,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'dfd_kit' has no attribute {name!r}")
 
 
-__all__ = ["load", "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "PHOTO", "COMPONENTS",
-           "DFDError", "ParamsError", "SketchError", "ConfigError", "TrainingInterrupted"]
+__all__ = ["load", "warm_up",
+           "DeepFaceDrawing", "GenerationResult", "ModelConfig", "OFFICIAL", "DEMO", "PHOTO", "COMPONENTS",
+           "DFDError", "ParamsError", "SketchError", "ConfigError", "DrawingFileError", "DrawingModelWarning",
+           "TrainingInterrupted"]

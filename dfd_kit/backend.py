@@ -33,6 +33,14 @@ everything here must run *before* ``import jittor``:
   notebook 06 in every fresh run. ipykernel (6 and later) already forwards whatever is
   written to file descriptors 1 and 2 into the notebook, so we keep C++ output on them
   (:func:`_keep_cpp_output_on_file_descriptors`) and lose nothing.
+* Quiet notebooks: Jittor's info and warning lines are off (``log_silent``), and in a
+  notebook its operator compiler's progress lines are dropped (:class:`_DropCompileProgress`):
+  they arrive only once compiling is over and render like errors. Errors stay visible.
+* Progress instead: the first run on a machine compiles Jittor's core for minutes, silently;
+  dfd_kit shows a progress bar while it does (:class:`_CompileProgress`), and
+  :func:`warm_up` compiles a generation's kernels ahead with one.
+* numpy's float limits are computed before Jittor loads its first kernel
+  (:func:`_cache_float_limits`): the kernels turn on flush-to-zero, under which numpy warns.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ import os
 import platform
 import re
 import sys
+import time
 import warnings
 
 from . import onednn
@@ -241,6 +250,10 @@ def _start_compilers_on_demand(procs: int) -> None:
     at once, as Jittor's single-process mode does); at the first one that really compiles,
     the rest go to the pool. Jittor reads the memory that sizes the pool through
     ``jittor_utils.get_total_mem``, so we answer for it.
+
+    What really compiles is counted on :data:`_compile_progress`'s bar: the pool reports each
+    finished command to ``jittor_utils.DelayProgress`` (its own progress line, silent under
+    ``log_silent``), which :class:`_CountCompiledFiles` stands in for.
     """
     import jittor_utils
 
@@ -250,10 +263,181 @@ def _start_compilers_on_demand(procs: int) -> None:
     def run_cmds(cmds, cache_path, jittor_path, msg="run_cmds"):
         for i, cmd in enumerate(cmds):
             if jittor_utils.do_compile([cmd, cache_path, jittor_path]):   # True: it compiled
-                rest = cmds[i + 1:]
-                return pooled(rest, cache_path, jittor_path, msg) if rest else None
+                with _compile_progress:
+                    _compile_progress.advance(1)
+                    rest = cmds[i + 1:]
+                    return pooled(rest, cache_path, jittor_path, msg) if rest else None
 
     jittor_utils.run_cmds = run_cmds
+    jittor_utils.DelayProgress = _CountCompiledFiles
+
+
+class _CompileProgress:
+    """A progress bar while Jittor compiles (on a new machine, its core takes minutes and
+    prints nothing: log_silent is on, and its own progress line would be one more pink
+    block in a notebook). Used as a context manager around whatever may compile (the
+    import of jittor, a batch of compile commands); the bar appears at :meth:`start` or the
+    first :meth:`advance`, so nothing shows when everything is cached, and it is closed,
+    with a summary line, when the outermost block ends. Nested blocks share it."""
+
+    DESC = "Jittor is compiling for this machine (first run only; cached after)"
+
+    def __init__(self):
+        self.bar, self.depth, self.began = None, 0, 0.0
+
+    def __enter__(self):
+        self.depth += 1
+        return self
+
+    def start(self):
+        if self.bar is None:
+            from .progress import tqdm
+
+            # short lines: ipywidgets cuts a widget's text form (what a saved notebook shows) at 110
+            self.began = time.time()
+            self.bar = tqdm(total=None, desc=self.DESC, unit=" file", leave=True,
+                            bar_format="{desc}: {n_fmt} files compiled [{elapsed}]")
+
+    def advance(self, files: int):
+        self.start()
+        self.bar.update(files)
+
+    def __exit__(self, exc_type, *_):
+        self.depth -= 1
+        if self.depth or self.bar is None:
+            return
+        bar, self.bar = self.bar, None
+        if exc_type is None:
+            seconds = int(time.time() - self.began)
+            bar.bar_format = "{desc}"
+            bar.set_description_str(f"Jittor compiled {bar.n} files for this machine in {seconds // 60} min "
+                                    f"{seconds % 60:02d} s (cached from now on)", refresh=False)
+        bar.close()
+
+
+_compile_progress = _CompileProgress()
+
+
+class _CountCompiledFiles:
+    """Stands in for ``jittor_utils.DelayProgress(msg, n)``, which Jittor's pooled
+    ``run_cmds`` tells of every finished command (``update(i)``, i counting from 0)."""
+
+    def __init__(self, msg, n):
+        self.done = 0
+
+    def update(self, i):
+        _compile_progress.advance(i + 1 - self.done)
+        self.done = i + 1
+
+
+def _jittor_core_missing() -> bool:
+    """True when Jittor's compiled core is not in its cache yet: ``import jittor`` is about
+    to compile it (minutes). Read after jittor_utils has fixed its cache path."""
+    import jittor_utils
+
+    return not glob.glob(os.path.join(jittor_utils.cache_path, "jittor_core*"))
+
+
+def _cache_float_limits() -> None:
+    """Have numpy work out its float limits now, before Jittor loads its first kernel.
+
+    Jittor compiles its kernels with -Ofast, and gcc (before 13) links such a shared library
+    with crtfastmath, whose constructor turns on flush-to-zero and denormals-are-zero in the
+    loading thread. numpy computes ``np.finfo`` lazily, once per type; under
+    denormals-are-zero its smallest subnormal compares equal to 0 and numpy warns "The value
+    of the smallest subnormal for <class 'numpy.float32'> type is zero" (matplotlib asks for
+    finfo when it draws an image: notebooks 03 and 04 showed it). Worked out now, the values
+    are the true ones and cached, and no warning comes. The flush-to-zero mode itself is
+    Jittor's choice for its kernels and stays.
+    """
+    import numpy as np
+
+    for t in (np.float16, np.float32, np.float64, np.longdouble):
+        np.finfo(t)
+
+
+class _DropCompileProgress:
+    """Wraps a notebook kernel's ``sys.stderr.write`` (and ``flush``) to drop Jittor's
+    operator-compile progress: ``"\\nCompiling Operators(3/8) used: 20.5s eta: 34.2s \\r...\\n"``,
+    which its parallel compiler writes to ``std::cerr`` whatever ``log_silent`` says. Jittor
+    holds the GIL while it compiles, so in a notebook these lines arrive only when compiling
+    is over (ipykernel forwards file descriptor 2 from a Python thread): no progress, just a
+    block that renders like an error (notebook 06 showed 2 kB of it). Everything else,
+    errors included, passes unchanged.
+
+    ipykernel forwards file descriptor 2 in pieces: the newline Jittor writes first usually
+    comes alone, and long runs are cut every 1000 bytes. So a last newline, or an end that
+    may be the start of a progress line, is held back until the next piece shows what it is,
+    or until the stream is flushed (ipykernel flushes at the end of every cell).
+    """
+
+    LINE = re.compile(r"Compiling Operators\(\d+/\d+\) used: *[0-9.e+-]+s eta: *[0-9.e+-]+s \r")
+    RUN = re.compile(r"\n?(?:" + LINE.pattern + r")+(\n?)")
+    START = "Compiling Operators("
+
+    def __init__(self, stream):
+        import threading
+
+        self.write_on, self.flush_on = stream.write, stream.flush
+        self.held, self.after_run, self.lock = "", False, threading.Lock()
+
+    def write(self, text: str):
+        with self.lock:
+            out = self._filter(text)
+            if out:
+                self.write_on(out)
+        return len(text)
+
+    def flush(self):
+        with self.lock:
+            held, self.held = self.held, ""
+            if held:
+                self.write_on(held)
+        return self.flush_on()
+
+    def _filter(self, new: str) -> str:
+        if self.after_run and new.startswith("\n"):
+            new = new[1:]   # the newline that ends a run of progress lines, cut off from it
+        text, self.held, self.after_run = self.held + new, "", False
+        out, last = [], 0
+        for m in self.RUN.finditer(text):
+            out.append(text[last:m.start()])
+            last = m.end()
+            self.after_run = last == len(text) and not m.group(1)
+        tail = text[last:]
+        cut = self._unfinished(tail)
+        self.held = tail[cut:]
+        out.append(tail[:cut])
+        return "".join(out)
+
+    def _unfinished(self, text: str) -> int:
+        """Where the end of *text* that may still turn out to be progress starts (len: none):
+        an unfinished progress line, or a last newline (Jittor's first, before a run)."""
+        at = text.rfind(self.START)
+        if at < 0 or "\n" in text[at:] or "\r" in text[at:]:   # none unfinished
+            at = len(text)
+            for k in range(min(len(self.START) - 1, len(text)), 0, -1):
+                if text.endswith(self.START[:k]):
+                    at = len(text) - k
+                    break
+        if at == len(text) and text.endswith("\n"):
+            return at - 1
+        if 0 < at < len(text) and text[at - 1] == "\n":
+            at -= 1
+        return at
+
+
+def _quiet_notebook_stderr() -> bool:
+    """In a Jupyter kernel, filter Jittor's compile progress out of sys.stderr
+    (:class:`_DropCompileProgress`). Returns True if it did."""
+    stream = sys.stderr
+    if "ipykernel" not in sys.modules or not type(stream).__module__.startswith("ipykernel"):
+        return False
+    if isinstance(getattr(stream.write, "__self__", None), _DropCompileProgress):
+        return True   # wrapped already
+    wrap = _DropCompileProgress(stream)
+    stream.write, stream.flush = wrap.write, wrap.flush
+    return True
 
 
 def _pin_jittor_cache(folder: str) -> str:
@@ -288,8 +472,10 @@ def _pin_jittor_cache(folder: str) -> str:
 
 class _JittorImportHook(importlib.abc.MetaPathFinder):
     """Import hook: when ``jittor`` is imported, make it start compilers only on demand
-    (:func:`_start_compilers_on_demand`), then put back the SIGCHLD and SIGINT handlers that
-    were in place before its core replaced them (see the module docstring); when its
+    (:func:`_start_compilers_on_demand`), fix numpy's float limits (:func:`_cache_float_limits`),
+    show a progress bar if its core compiles (:class:`_CompileProgress`), then put back the
+    SIGCHLD and SIGINT handlers that were in place before its core replaced them (see the
+    module docstring); when its
     ``compile_extern`` is, let its oneDNN operators fail to compile without failing the import
     (:func:`_tolerate_failed_onednn_ops`).
 
@@ -318,19 +504,22 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         # log_v, ...) from the environment when imported, which a user may still change
         # between `import dfd_kit` and `import jittor`.
         _start_compilers_on_demand(self.compile_procs)
+        _cache_float_limits()   # before Jittor's first kernel turns on flush-to-zero
         import signal
 
         import threading
 
         # only the main thread may set handlers; jittor is imported there in practice
-        if threading.current_thread() is not threading.main_thread():
-            return spec
-        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)}
+        main = threading.current_thread() is threading.main_thread()
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)} if main else {}
         exec_module = spec.loader.exec_module
 
         def exec_then_restore(module):
             try:
-                exec_module(module)
+                with _compile_progress:
+                    if _jittor_core_missing():
+                        _compile_progress.start()   # at once: its first compile takes a while
+                    exec_module(module)
             finally:
                 for sig, handler in saved.items():
                     signal.signal(sig, signal.SIG_DFL if handler is None else handler)
@@ -365,7 +554,8 @@ def _keep_cpp_output_on_file_descriptors() -> bool:
 
     Jittor decides with ``jittor_utils.is_in_ipynb``, read when its compiled helpers load
     (in ``import jittor``); clearing it first keeps ``std::cerr`` on file descriptor 2.
-    Logs stay synchronous, as Jittor makes them in notebooks, so they keep their order.
+    Logs stay synchronous, as Jittor makes them in notebooks (``log_sync``: its default),
+    so they keep their order.
     """
     if "ipykernel" not in sys.modules:
         return False
@@ -374,7 +564,6 @@ def _keep_cpp_output_on_file_descriptors() -> bool:
     if not getattr(jittor_utils, "is_in_ipynb", False):
         return False
     jittor_utils.is_in_ipynb = False
-    os.environ.setdefault("log_sync", "1")
     return True
 
 
@@ -421,6 +610,11 @@ def configure() -> dict:
     # shared (a notebook kernel beside JupyterLab, parallel test runs), measured here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("log_silent", "1")  # Jittor's compile log is noise for notebook users
+    # Jittor logs "Load log_sync: 1" at every import when $log_sync is set: log.cc reads that
+    # flag before log_silent, which cannot hide it. 1 is its default, so the variable says
+    # nothing (Jittor itself sets it in notebooks, where dfd_kit stops it: see below).
+    if os.environ.get("log_sync") == "1":
+        del os.environ["log_sync"]
     dnnl = None
     if os.environ.get("use_mkl", "1") == "1" and "jittor" not in sys.modules:
         # without one, oneDNN is turned off, so Jittor does not try (and fail) to download it
@@ -432,6 +626,7 @@ def configure() -> dict:
     if "jittor" not in sys.modules:
         # after the cache is pinned: importing jittor_utils fixes its cache path
         fd_output = _keep_cpp_output_on_file_descriptors()
+        _quiet_notebook_stderr()
         procs = compile_procs()
         sys.meta_path.insert(0, _JittorImportHook(procs))
     # onednn: what Jittor compiles its oneDNN operators against (False: none); onednn_include:
@@ -441,3 +636,100 @@ def configure() -> dict:
                 pinned_cache=cache, heap_reuse=heap,
                 cpp_output_on_fds=fd_output, compile_procs=procs)
     return info
+
+
+def warm_up(model=None, progress: bool = True):
+    """Compile now, with a progress bar, what Jittor needs to turn a sketch into a face.
+
+    On a machine whose Jittor cache is empty, ``import jittor`` compiles Jittor's core (a
+    few minutes, with a bar of its own: :class:`_CompileProgress`), and then the first
+    generation compiles the kernels of every network (about half a minute more), which
+    Jittor does holding the interpreter: no bar can move while a network compiles. This
+    runs one generation network by network, and once one of them has compiled something
+    (new files in Jittor's kernel cache) shows a bar that moves between them. Jittor keeps
+    what it compiled (in ~/.cache/jittor), so from the second time on this takes about as
+    long as a generation and shows nothing.
+
+    model: the model whose kernels to compile (from :func:`dfd_kit.load`); None: a randomly
+    initialised model of the demo's size, which needs no Params (the kernels do not depend
+    on the weights). progress=False: no bar. Returns the model.
+    """
+    import numpy as np
+
+    import jittor as jt
+    import jittor_utils
+
+    from .config import COMPONENTS, DEMO
+    from .examples import example_sketch
+    from .pipeline import DeepFaceDrawing, build
+    from .progress import tqdm
+
+    if model is None:
+        enc, dec, fdec, gen = build(DEMO)
+        rng = np.random.default_rng(0)
+        banks = {s: {c: rng.standard_normal((40, DEMO.nets.latent_dim)).astype(np.float32) for c in COMPONENTS}
+                 for s in ("male", "female")}
+        model = DeepFaceDrawing(DEMO, enc, dec, fdec, gen, banks)
+    sketch = example_sketch(0, model.layout, procedural=True)
+    kernels = os.path.join(jittor_utils.cache_path, "jit")
+
+    def compiled() -> int:
+        try:
+            return len(os.listdir(kernels))
+        except OSError:
+            return 0
+
+    began = time.time()
+    shadows = model.shadows_fit_in_memory()
+    state = {"bar": None, "done": 0, "files": compiled()}
+    total = len(COMPONENTS) * (2 if shadows else 1) + 3
+
+    def show():
+        # short lines: ipywidgets cuts a widget's text form (what a saved notebook shows) at 110
+        state["bar"] = tqdm(total=total, initial=state["done"], leave=True, unit=" network",
+                            desc="Jittor compiles the kernels a face needs (first run only)",
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} networks [{elapsed}]")
+        state["bar"].start_t = began   # its clock: from the first network, not from the bar
+        state["bar"].refresh()
+
+    def step():
+        # A bar once something compiled, or at once with no kernels cached at all (a new
+        # machine): a warm cache still takes a second or more (loading the networks, a busy
+        # machine), and that needs no bar.
+        state["done"] += 1
+        if state["bar"] is None and progress and compiled() > state["files"]:
+            show()
+        elif state["bar"] is not None:
+            state["bar"].update()
+
+    if progress and state["files"] == 0:
+        show()
+
+    try:
+        crops = model.crop(model.normalise(sketch))
+        latents = {}
+        for c in COMPONENTS:
+            latents.update(model.encode({c: crops[c]}))
+            step()
+        projections = model.project(latents)
+        if shadows:
+            for c in COMPONENTS:
+                model.shadow(c, projections[c], "male")
+                step()
+            jt.gc()
+        feature_map, _ = model.feature_map({c: p.vector for c, p in projections.items()})
+        step()
+        model.synthesize(feature_map)
+        step()
+        model.generate(sketch, shadows=shadows)   # anything a whole generation adds
+        step()
+    finally:
+        bar = state["bar"]
+        if bar is not None:
+            if bar.n == total:
+                seconds = int(time.time() - began)
+                bar.bar_format = "{desc}"
+                bar.set_description_str(f"Jittor compiled the kernels a face needs in {seconds // 60} min "
+                                        f"{seconds % 60:02d} s (cached from now on)", refresh=False)
+            bar.close()
+    return model

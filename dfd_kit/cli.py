@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--anchor", choices=("nearest", "official"), default="nearest",
                    help="neighbour order: 'official' reproduces the official code (default: nearest)")
     g.add_argument("--shadows", action="store_true", help="also write the shadow guidance image")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="arithmetic of the generator and decoders: auto (bf16 where the CPU has it and it "
+                        "pays off: the full-size model), fp32 (bit-faithful to the official code) or bf16")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=run_generate)
 
@@ -115,7 +118,7 @@ def run_generate(args) -> int:
         print("error: no sketch images found in " + ", ".join(args.inputs), file=sys.stderr)
         return 1
     try:
-        model = dfd_kit.load(args.params, shadows=args.shadows)
+        model = dfd_kit.load(args.params, shadows=args.shadows, precision=args.precision)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

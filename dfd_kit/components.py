@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -49,7 +49,11 @@ def _open_image(source, what) -> Image.Image:
             img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Image.DecompressionBombError as e:
         raise SketchError(f"{what} is too large to decode safely ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        # PIL's own message names its internal BytesIO object, which means nothing to the user
+        raise SketchError(f"could not read {what}: not a valid image (not a PNG, JPEG or another format "
+                          "PIL knows). Save it again as PNG or JPEG.") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise SketchError(f"could not read {what}: not a valid image ({e}). Save it again as PNG or JPEG.") from None
     return img
 
@@ -149,7 +153,7 @@ def _fit_square(gray: np.ndarray, size: int) -> np.ndarray:
     return gray
 
 
-def normalise_sketch(sketch: SketchLike, layout: Layout) -> np.ndarray:
+def normalise_sketch(sketch: SketchLike, layout: Layout, name: Optional[str] = None) -> np.ndarray:
     """Any sketch -> uint8 (layout.size, layout.size) grayscale, dark strokes on white.
 
     Accepts a path, bytes of an image file, a PIL image, or a numpy array (uint8 or float
@@ -158,16 +162,18 @@ def normalise_sketch(sketch: SketchLike, layout: Layout) -> np.ndarray:
     the layout size (bicubic); one longer than :data:`PAD_FIRST_MAX_SIDE` is resized
     first. A sketch drawn light-on-dark (median darker than mid-grey) is inverted. Images
     over :data:`MAX_PIXELS`, unreadable files, odd image modes and NaN or infinite values
-    are a :class:`SketchError`. The input is never modified.
+    are a :class:`SketchError`. The input is never modified. ``name`` (e.g. an uploaded
+    file's name) is what error messages call the sketch.
     """
     if isinstance(sketch, (str, os.PathLike)):
         p = Path(sketch)
         if not p.exists():
             raise SketchError(f"sketch file not found: {p}")
-        what = f"sketch {p}"
+        what = f"sketch {name or p}"
         gray = _image_to_gray(_open_image(p, what), what)
     elif isinstance(sketch, bytes):
-        gray = _image_to_gray(_open_image(sketch, "the sketch bytes"), "the sketch bytes")
+        what = name or "the sketch bytes"
+        gray = _image_to_gray(_open_image(sketch, what), what)
     elif isinstance(sketch, Image.Image):
         gray = _image_to_gray(sketch, "the sketch image")
     elif isinstance(sketch, np.ndarray):

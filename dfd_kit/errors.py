@@ -9,6 +9,16 @@ class SketchError(DFDError, ValueError):
     """The sketch could not be read or is not usable (missing, corrupt, NaN, wrong shape)."""
 
 
+class DrawingFileError(SketchError):
+    """A saved drawing (the drawing pad's JSON file) could not be read: not JSON, not a
+    dfd_kit drawing, another format version, or missing or malformed entries."""
+
+
+class DrawingModelWarning(UserWarning):
+    """A saved drawing was made with another model (other name or Params hash) than the
+    one it is loaded into: its face will not be reproduced exactly."""
+
+
 class ParamsError(DFDError, FileNotFoundError):
     """A Params/ folder is missing files or holds checkpoints that do not fit the model."""
 

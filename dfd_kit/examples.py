@@ -8,8 +8,9 @@ crops of :mod:`dfd_kit.components` find the features they are named after.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,6 +19,8 @@ from .components import normalise_sketch
 from .config import DEMO_LAYOUT, Layout
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples" / "sketches"
+HARD_DIR = EXAMPLES_DIR.parent / "hard"
+HAND_DRAWN_DIR = EXAMPLES_DIR.parent / "hand_drawn"
 
 _SUPERSAMPLE = 4  # draw 4x larger, then downsample: smooth, pencil-like grey edges
 
@@ -35,19 +38,59 @@ def example_sketch(which: Union[int, str] = 0, layout: Layout = DEMO_LAYOUT, pro
     """An example sketch, uint8 (layout.size, layout.size), dark strokes on white.
 
     which: an index into the sorted files of ``examples/sketches/`` (wrapping around), or a
-    file stem. With no files there (or ``procedural=True``) an int picks a procedural
-    face: 0 is a plain, symmetric one, others vary its proportions.
+    file stem there or, without ``folder``, in ``examples/hand_drawn/`` (sketches drawn
+    stroke by stroke in a realistic style: "hand1_male", "hand2_female", "hand3_rough_male")
+    or ``examples/hard/`` (held-out sketches of the photo model: "clean1_male", ... as
+    extracted, "rough1_male", ... roughened).
+    With no files (or ``procedural=True``) an int picks a procedural face: 0 is a plain,
+    symmetric one, others vary its proportions.
     """
+    hand = folder is None and not procedural
     folder = Path(folder) if folder is not None else EXAMPLES_DIR
     names = [] if procedural else example_names(folder)
     if isinstance(which, str):
+        for extra in ((HAND_DRAWN_DIR, HARD_DIR) if hand else ()):
+            if which in example_names(extra):
+                return normalise_sketch(extra / f"{which}.png", layout)
         if which not in names:
+            names = names + (example_names(HAND_DRAWN_DIR) + example_names(HARD_DIR) if hand else [])
             available = ", ".join(names) if names else "none (the folder is empty or missing)"
             raise KeyError(f"no example sketch {which!r} in {folder}; available: {available}")
         return normalise_sketch(folder / f"{which}.png", layout)
     if names:
         return normalise_sketch(folder / f"{names[int(which) % len(names)]}.png", layout)
     return procedural_sketch(layout, variant=int(which))
+
+
+@dataclass(frozen=True)
+class HardExample:
+    """A sketch drawn the way people draw, for showing what manifold projection does.
+
+    ``photo``: the face the sketch was made from (uint8 (S, S, 3)), or None for a sketch
+    drawn by hand, which has no true face."""
+    name: str
+    sketch: np.ndarray
+    sex: str
+    photo: Optional[np.ndarray] = None
+
+
+def hard_examples(layout: Layout) -> List[HardExample]:
+    """The notebooks' hard sketches, at ``layout.size``: six held-out faces of the photo
+    model roughened as people draw (parts missing, doubled, stretched, scribbled over;
+    ``examples/hard/make.py``), each with its true photo, then the hand-drawn sketch drawn
+    in a hurry (an eye left out, a scribbled mouth; ``examples/hand_drawn``)."""
+    out = []
+    for path in sorted(HARD_DIR.glob("rough*_*male.png")):
+        photo = Image.open(path.with_name(path.stem + "_photo.jpg")).convert("RGB")
+        photo = photo.resize((layout.size, layout.size), Image.LANCZOS)
+        out.append(HardExample(path.stem, normalise_sketch(path, layout), path.stem.split("_")[-1],
+                               np.asarray(photo)))
+    for path in sorted(HAND_DRAWN_DIR.glob("*rough*.png")):
+        out.append(HardExample(path.stem, normalise_sketch(path, layout), path.stem.split("_")[-1]))
+    if not out:
+        raise FileNotFoundError(f"no hard example sketches in {HARD_DIR} or {HAND_DRAWN_DIR}: "
+                                "they ship with the repository; check out its examples/ folder")
+    return out
 
 
 def _centre(layout: Layout, name: str):
@@ -160,4 +203,5 @@ def shift_sketch(sketch: np.ndarray, dx: int = 0, dy: int = 0) -> np.ndarray:
     return out
 
 
-__all__ = ["EXAMPLES_DIR", "example_names", "example_sketch", "procedural_sketch", "shift_sketch"]
+__all__ = ["EXAMPLES_DIR", "HARD_DIR", "HardExample", "example_names", "example_sketch", "hard_examples",
+           "procedural_sketch", "shift_sketch"]

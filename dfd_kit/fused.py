@@ -237,7 +237,8 @@ def narrow_conv(x: jt.Var, weight: jt.Var, bias: Optional[jt.Var]) -> Optional[j
     channels, direct on every core; None where it does not apply (the caller then uses
     Jittor's convolution)."""
     o, c, kh, kw = weight.shape
-    if not (_applies(x) and o <= NARROW_CONV_MAX_OUT and x.ndim == 4 and x.shape[1] == c):
+    if not (_applies(x) and weight.dtype == "float32" and o <= NARROW_CONV_MAX_OUT and x.ndim == 4
+            and x.shape[1] == c):
         return None
     n, _, h, w = x.shape
     b = bias if bias is not None else jt.zeros((o,), x.dtype)
@@ -420,6 +421,8 @@ def conv_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
     n, h, w, c = x.shape
     o, wc, kh, kw = weight.shape
     assert wc == c, f"a {wc}-channel convolution got a {c}-channel map"
+    if reduced(weight):   # converted to bfloat16 (see "reduced precision" below)
+        return reduced_conv(x, weight, nhwc_in=True, nhwc_out=True)
     with _onednn_headers():
         return jt.code((n, h - kh + 1, w - kw + 1, o), x.dtype, [x, weight],
                        cpu_header=_CONV_NHWC_HEADER, cpu_src=_CONV_NHWC_SRC)
@@ -457,6 +460,8 @@ def upsample_nhwc(x: jt.Var, weight: jt.Var) -> jt.Var:
     n, c, h, w = x.shape
     wc, o, kh, kw = weight.shape
     assert wc == c and (kh, kw) == (4, 4), f"expected a ({c}, O, 4, 4) weight, got {weight.shape}"
+    if reduced(weight):   # bfloat16: oneDNN's kernel writes channels last itself (no blocked layout)
+        return reduced_conv(x, weight, transposed=True, stride=(2, 2), padding=(1, 1), nhwc_out=True)
     blocked = o % 16 == 0
     shape = (n, o // 16, 2 * h, 2 * w, 16) if blocked else (n, 2 * h, 2 * w, o)
     src = _UP_NHWC_SRC.replace("DST_TAG", "tag::nChw16c" if blocked else "tag::nhwc")
@@ -677,7 +682,263 @@ def normalize_nhwc(y: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, relu: b
                    cpu_src=_norm_nhwc_src(relu, layout, nchw_out, accumulate is not None))
 
 
+# --------------------------------------------------------------------------- reduced precision
+# On CPUs with native bfloat16 arithmetic (AVX512-BF16, AMX) oneDNN computes a convolution
+# with bf16 source and weights and a float32 destination several times faster than in
+# float32 (bench/README.md). Only the convolutions change: their weights are converted once
+# (dfd_kit.precision), a map is rounded to bf16 as oneDNN reads it, and everything between
+# the convolutions -- the norms' statistics, the residual sums, the activations -- stays in
+# float32, where the rounding would otherwise accumulate over the generator's blocks.
+# A network opts in through its weights: a convolution whose weight is a bfloat16 Var runs
+# here, every other one as before.
+
+#: The Jittor dtype of converted convolution weights.
+REDUCED_DTYPE = "bfloat16"
+
+
+def reduced(weight: jt.Var) -> bool:
+    """True for a convolution weight converted to bfloat16 (computed by :func:`reduced_conv`)."""
+    return weight.dtype == REDUCED_DTYPE
+
+
+def bf16_bits(a) -> "np.ndarray":
+    """float32 array -> uint16 array of the bfloat16 values nearest to it (ties to even),
+    as raw bits: numpy has no bfloat16 type, oneDNN and Jittor read these bits as one."""
+    import numpy as np
+
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    # adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; weights are finite
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits) -> jt.Var:
+    """uint16 array of bfloat16 bits (:func:`bf16_bits`) -> a bfloat16 Var holding them."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(bits, np.uint16)
+    return jt.code(bits.shape, REDUCED_DTYPE, [jt.array(bits)], cpu_header="#include <cstring>",
+                   cpu_src="std::memcpy(out0_p, in0_p, in0->size);")
+
+
+# One oneDNN primitive per call, built from the problem's dimensions (an int32 Var, so that
+# sizes compile no new kernel): N, C, H, W, O, KH, KW, OH, OW. oneDNN re-lays out the weights
+# on every call. A copy kept in its layout ran the generator's 896-channel blocks 1.26x faster
+# (6.0 against 7.6 ms a call; from a 4 KB boundary: Jittor's buffers are only 32-byte aligned,
+# and misaligned it was slower than the re-layout), about 30 ms a generation; but it doubled
+# the converted weights' memory, and the 2 GB budget has no room for that (bench/README.md).
+_REDUCED_SRC = """
+    // in0: x float32; in1: bf16 weights, Jittor's layout; in2: dims; out0: float32. The map
+    // is rounded to bf16 by the reorder dfd_execute makes (its dtype differs from the primitive's).
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    static engine eng(engine::kind::cpu, 0);
+    const int* D = in2_p;
+    const memory::dim N = D[0], C = D[1], H = D[2], W = D[3], O = D[4], KH = D[5], KW = D[6], OH = D[7], OW = D[8];
+    const auto f32 = memory::data_type::f32, bf16 = memory::data_type::bf16;
+    auto pd = @PRIM@::primitive_desc(@PRIM@::desc(prop_kind::forward_inference, @ALG@,
+        memory::desc({N, C, H, W}, bf16, @SRC_PD@), memory::desc({O, C, KH, KW}, bf16, tag::any),
+        memory::desc({N, O, OH, OW}, f32, @DST_PD@), {@SH@, @SW@}, {@PT@, @PL@}, {@PB@, @PR@}), eng);
+    memory::desc src({N, C, H, W}, f32, @SRC_TAG@), dst({N, O, OH, OW}, f32, @DST_TAG@),
+                 wts({O, C, KH, KW}, bf16, @WTAG@);
+    dfd_execute<@PRIM@>(pd, eng, src, in0_p, wts, in1_p, dst, out0_p);
+"""
+
+
+def _reduced_src(transposed: bool, stride, pad_l, pad_r, nhwc_in: bool, nhwc_out: bool) -> str:
+    subs = {
+        "PRIM": "deconvolution_forward" if transposed else "convolution_forward",
+        "ALG": "algorithm::deconvolution_direct" if transposed else "algorithm::convolution_direct",
+        # a channels-last map only changes type on the way in; an NCHW one goes to the
+        # layout the primitive prefers (channels last, for the fast bf16 kernels)
+        "SRC_PD": "tag::nhwc" if nhwc_in else "tag::any",
+        "DST_PD": "tag::nhwc" if nhwc_out else "tag::any",
+        "SRC_TAG": "tag::nhwc" if nhwc_in else "tag::nchw",
+        "DST_TAG": "tag::nhwc" if nhwc_out else "tag::nchw",
+        "WTAG": "tag::iohw" if transposed else "tag::oihw",
+        "SH": str(stride[0]), "SW": str(stride[1]), "PT": str(pad_l[0]), "PL": str(pad_l[1]),
+        "PB": str(pad_r[0]), "PR": str(pad_r[1]),
+    }
+    src = _REDUCED_SRC
+    for k, v in subs.items():
+        src = src.replace(f"@{k}@", v)
+    assert "@" not in src, "a placeholder was left"
+    return src
+
+
+def reduced_conv(x: jt.Var, weight: jt.Var, transposed: bool = False, stride=(1, 1), padding=(0, 0),
+                 output_padding=(0, 0), nhwc_in: bool = False, nhwc_out: bool = False) -> jt.Var:
+    """A convolution (``transposed``: Jittor's ConvTranspose) with a bfloat16 weight of a
+    float32 map, no bias, float32 result: oneDNN rounds the map to bf16 and accumulates in
+    float32. x (N, C, H, W), or (N, H, W, C) with ``nhwc_in``; the weight (O, C, KH, KW), or
+    (C, O, KH, KW) transposed; the result (N, O, OH, OW), or channels last with ``nhwc_out``.
+    Symmetric zero padding; ``output_padding`` (transposed only) extends the bottom and right."""
+    import numpy as np
+
+    if nhwc_in:
+        n, h, w, c = x.shape
+    else:
+        n, c, h, w = x.shape
+    if transposed:
+        wc, o, kh, kw = weight.shape
+        oh = (h - 1) * stride[0] - 2 * padding[0] + kh + output_padding[0]
+        ow = (w - 1) * stride[1] - 2 * padding[1] + kw + output_padding[1]
+        pad_r = (padding[0] - output_padding[0], padding[1] - output_padding[1])
+    else:
+        o, wc, kh, kw = weight.shape
+        oh = (h + 2 * padding[0] - kh) // stride[0] + 1
+        ow = (w + 2 * padding[1] - kw) // stride[1] + 1
+        # oneDNN wants the padding that makes the output exactly this size
+        pad_r = ((oh - 1) * stride[0] + kh - h - padding[0], (ow - 1) * stride[1] + kw - w - padding[1])
+    assert wc == c, f"a {wc}-channel convolution got a {c}-channel map"
+    dims = jt.array(np.array((n, c, h, w, o, kh, kw, oh, ow), np.int32))
+    src = _reduced_src(transposed, tuple(stride), tuple(padding), pad_r, nhwc_in, nhwc_out)
+    with _onednn_headers():
+        return jt.code((n, oh, ow, o) if nhwc_out else (n, o, oh, ow), "float32", [x, weight, dims],
+                       cpu_header=_CONV_NHWC_HEADER, cpu_src=src)
+
+
+class ReducedConv:
+    """Mixed into a network's ``nn.Conv2d`` / ``nn.ConvTranspose`` (:func:`reduce_conv`) whose
+    weight is bfloat16: at inference on the CPU :func:`reduced_conv`; elsewhere (training,
+    CUDA, a layout oneDNN does not take here) the layer's own float32 convolution of the
+    widened weight, so every caller keeps one code path."""
+
+    def execute(self, x):
+        transposed = isinstance(self, nn.ConvTranspose)
+        fits = (_applies(x) and x.ndim == 4 and self.groups == 1 and tuple(self.dilation) == (1, 1)
+                and (not transposed or all(p >= q for p, q in zip(self.padding, self.output_padding))))
+        if not fits:
+            weight = self.weight
+            self.weight = weight.float32()
+            try:
+                return super().execute(x)
+            finally:
+                self.weight = weight
+        y = reduced_conv(x, self.weight, transposed, self.stride, self.padding,
+                         self.output_padding if transposed else (0, 0))
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+
+_REDUCED_CLASSES: dict = {}
+
+
+def reduce_conv(conv: nn.Module, bits=None) -> None:
+    """Convert one convolution layer in place: its weight becomes bfloat16 (``bits``: the
+    uint16 bits of it, from the converted-weights cache; else rounded from its weight now) and
+    its class a subclass of its own with :class:`ReducedConv` mixed in (isinstance tests, the
+    bias, stride and padding stay as they were)."""
+    if bits is None:
+        bits = bf16_bits(conv.weight.numpy())
+    assert tuple(bits.shape) == tuple(conv.weight.shape), f"{bits.shape} bits for a {conv.weight.shape} weight"
+    cls = type(conv)
+    if not issubclass(cls, ReducedConv):
+        if cls not in _REDUCED_CLASSES:
+            _REDUCED_CLASSES[cls] = type(f"Reduced{cls.__name__}", (ReducedConv, cls), {})
+        conv.__class__ = _REDUCED_CLASSES[cls]
+    conv.weight = from_bf16_bits(bits)
+
+
+def reducible_convs(net: nn.Module):
+    """[(name, layer)] of the convolutions of ``net`` worth computing in bf16: every
+    ``Conv2d`` and ``ConvTranspose`` with more output channels than :func:`narrow_conv`
+    takes (those few-channel outputs have a float32 kernel of their own)."""
+    return [(name, m) for name, m in net.named_modules()
+            if isinstance(m, (nn.Conv, nn.ConvTranspose)) and m.out_channels > NARROW_CONV_MAX_OUT]
+
+
+_REDUCED_KERNELS: list = []   # [bool] once known
+_REDUCED_WARNED: list = []
+
+
+def reduced_kernels_work() -> bool:
+    """True where oneDNN runs every bf16 convolution the networks use here: a small one of
+    each kind (channels last, strided, transposed, to a blocked or plain layout) compiled, ran
+    and agreed with float32. Where not -- a oneDNN without bf16 kernels for this CPU, a compile
+    error -- warn once and return False: the caller stays in float32."""
+    if not _REDUCED_KERNELS:
+        ok, why = not jt.flags.use_cuda and _onednn_kernels_compile(), "dfd_kit's oneDNN kernels are not available"
+        if ok:
+            try:
+                ok, why = _check_reduced_kernels()
+            except Exception as e:   # Jittor reports a failed compile or a oneDNN error as RuntimeError
+                ok, why = False, _reduced_error(e)
+        if not ok and not _REDUCED_WARNED:
+            import warnings
+
+            from .backend import OneDNNWarning
+
+            _REDUCED_WARNED.append(why)
+            warnings.warn(f"dfd_kit: bfloat16 convolutions are not available here ({why}); the model runs "
+                          "in float32 (same images, no speed-up).", OneDNNWarning, stacklevel=3)
+        _REDUCED_KERNELS.append(ok)
+    return _REDUCED_KERNELS[0]
+
+
+def _reduced_error(e: Exception) -> str:
+    """One line for why a bf16 kernel failed: oneDNN's reason where Jittor's report has one
+    (a oneDNN without bf16 kernels for this CPU: "could not create a primitive descriptor
+    iterator"), else the first line of a compile error."""
+    import re
+
+    from .backend import error_summary
+
+    reason = re.search(r"\[Reason\]: ([^\n\x1b]+)", str(e))
+    return f"oneDNN: {reason.group(1).strip()}" if reason else error_summary(e)
+
+
+def _check_reduced_kernels():
+    """(ok, why not): each kind of bf16 convolution on a small random problem, against numpy
+    (no Jittor convolution: that would compile kernels nothing else needs)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    cases = [  # (weight shape, transposed, stride, padding, output padding)
+        ((16, 8, 3, 3), False, (1, 1), (0, 0), (0, 0)),   # residual blocks, output convs
+        ((16, 8, 3, 3), False, (2, 2), (1, 1), (0, 0)),   # the generator's downsampling
+        ((8, 16, 4, 4), True, (2, 2), (1, 1), (0, 0)),    # the decoders' upsampling
+        ((8, 16, 3, 3), True, (2, 2), (1, 1), (1, 1)),    # the generator's upsampling
+    ]
+    with jt.no_grad():
+        for shape, transposed, stride, padding, out_pad in cases:
+            bits = bf16_bits(rng.standard_normal(shape).astype(np.float32) / 8)
+            w = (bits.astype(np.uint32) << 16).view(np.float32)   # the rounded weights, exactly
+            got = reduced_conv(jt.array(x), from_bf16_bits(bits), transposed, stride, padding, out_pad).numpy()
+            want = _reference_conv(x[0], w, transposed, stride[0], padding[0], out_pad[0])[None]
+            if got.shape != want.shape or not np.allclose(got, want, rtol=0.05, atol=0.05):
+                return False, f"a bf16 {'transposed ' if transposed else ''}convolution gave wrong results"
+        bits = bf16_bits(rng.standard_normal((16, 8, 3, 3)).astype(np.float32) / 8)
+        got = conv_nhwc(jt.array(x.transpose(0, 2, 3, 1).copy()), from_bf16_bits(bits)).numpy()
+        want = _reference_conv(x[0], (bits.astype(np.uint32) << 16).view(np.float32), False, 1, 0, 0)
+        if got.shape != (1, 7, 7, 16) or not np.allclose(got[0].transpose(2, 0, 1), want, rtol=0.05, atol=0.05):
+            return False, "a bf16 channels-last convolution gave wrong results"
+    return True, ""
+
+
+def _reference_conv(x, w, transposed: bool, s: int, p: int, out_pad: int):
+    """A plain numpy convolution of x (C, H, W): w (O, C, K, K), or transposed (C, O, K, K)."""
+    import numpy as np
+
+    c, h, wd = x.shape
+    k = w.shape[2]
+    if transposed:
+        full = np.zeros((w.shape[1], (h - 1) * s + k, (wd - 1) * s + k))
+        for i in range(k):
+            for j in range(k):
+                full[:, i:i + (h - 1) * s + 1:s, j:j + (wd - 1) * s + 1:s] += np.einsum("co,cyx->oyx", w[:, :, i, j], x)
+        oh, ow = (h - 1) * s - 2 * p + k + out_pad, (wd - 1) * s - 2 * p + k + out_pad
+        return full[:, p:p + oh, p:p + ow]
+    xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    oh, ow = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    out = np.zeros((w.shape[0], oh, ow))
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("oc,cyx->oyx", w[:, :, i, j], xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s])
+    return out
+
+
 __all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv",
            "channels_last", "to_nhwc", "conv_nhwc", "moments_nhwc", "normalize_nhwc",
            "reflect_pad_nhwc", "upsample_nhwc", "normalize_blocked",
-           "moments_blocked", "paste"]
+           "moments_blocked", "paste", "REDUCED_DTYPE", "reduced", "bf16_bits", "from_bf16_bits",
+           "reduced_conv", "ReducedConv", "reduce_conv", "reducible_convs", "reduced_kernels_work"]

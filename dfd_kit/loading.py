@@ -533,6 +533,41 @@ def _stamp(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
 
 
+def face_param_files(root) -> List[str]:
+    """The files of a Params/ folder that decide the face a model draws: every checkpoint
+    but the sketch decoders (they draw only the shadows, and a model loaded with
+    ``shadows=False`` does without them), the feature banks, and ``config.json`` if there
+    is one. Relative to the folder, sorted."""
+    files = official_param_files(shadows=False)
+    if (Path(root) / "config.json").is_file():
+        files.append("config.json")
+    return sorted(files)
+
+
+def _file_digest(root: Path, rel: str) -> str:
+    """sha256 of one file; for a checkpoint whose compact copy is up to date, the digest its
+    index recorded (the same sha256, without reading gigabytes again)."""
+    src = root / rel
+    try:
+        index = json.loads((compact_cache_dir(root) / rel / "index.json").read_text())
+        if index.get("stamp") == _stamp(src) and isinstance(index.get("sha256"), str):
+            return index["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return file_sha256(src)
+
+
+def params_sha256(root) -> str:
+    """A stable fingerprint of a Params/ folder: sha256 over the relative path and sha256 of
+    each of :func:`face_param_files`. Two folders with the same files give the same value on
+    any machine, wherever they lie; a saved drawing records it (dfd_kit.drawing)."""
+    root = Path(root)
+    sha = hashlib.sha256()
+    for rel in face_param_files(root):
+        sha.update(f"{rel}\0{_file_digest(root, rel)}\n".encode())
+    return sha.hexdigest()
+
+
 def compact_checkpoint(root, rel: str, max_bytes: Optional[int] = None) -> Dict[str, np.ndarray]:
     """A checkpoint as {key: float32 array memory-mapped from its own .npy file}.
 
@@ -605,6 +640,67 @@ def _write_compact(state: Dict[str, np.ndarray], folder: Path, version: Path) ->
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return files
+
+
+def converted_checkpoint(root, rel: str, tag: str, keys: Iterable[str], convert: Callable[[np.ndarray], np.ndarray],
+                         max_bytes: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """``{key: convert(weight)}`` for ``keys`` of a checkpoint (e.g. weights rounded to
+    bfloat16, :mod:`dfd_kit.precision`), converted once and memory-mapped from then on.
+
+    The converted arrays live inside the compact copy they came from,
+    ``<compact>/<rel>/<sha256>/<tag>-<hash of keys>/``: written into a temporary folder and
+    renamed into place once complete, never changed afterwards, and removed with that compact
+    copy when the pickle changes. Where the cache cannot be written they are converted in
+    memory instead, with a warning."""
+    keys = sorted(keys)
+    state = compact_checkpoint(root, rel, max_bytes)
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ParamsError(f"{rel} has no {', '.join(missing[:5])}")
+    first = state[keys[0]] if keys else None
+    if not isinstance(first, np.memmap):   # no compact copy to put them beside
+        return {k: convert(np.asarray(state[k])) for k in keys}
+    # the compact copy these arrays were mapped from, even if a newer one replaced it since
+    version = Path(first.filename).parent
+    name = f"{tag}-{hashlib.sha1(chr(0).join(keys).encode()).hexdigest()[:12]}"
+    out = version / name
+    try:
+        with _flock(version.parent / "lock"):
+            index = _converted_index(out)
+            if index is None:
+                _write_converted(state, keys, convert, version, out)
+                index = _converted_index(out)
+                for old in version.glob(f"{tag}-*"):   # other keys' copies: an older choice of layers
+                    if old != out:
+                        shutil.rmtree(old, ignore_errors=True)
+        return {k: np.load(out / f, mmap_mode="r") for k, f in index.items()}
+    except (OSError, ValueError) as e:
+        warnings.warn(f"could not keep the {tag} copy of {rel} in {out} ({e}); converting it in memory "
+                      "instead", stacklevel=2)
+        return {k: convert(_read(state[k])) for k in keys}
+
+
+def _converted_index(out: Path) -> Optional[Dict[str, str]]:
+    try:
+        index = json.loads((out / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return index.get("files") if isinstance(index, dict) and isinstance(index.get("files"), dict) else None
+
+
+def _write_converted(state, keys, convert, version: Path, out: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=version))
+    try:
+        files = {}
+        for i, key in enumerate(keys):   # one array in memory at a time
+            files[key] = f"{i}.npy"
+            np.save(tmp / files[key], convert(_read(state[key])))
+        (tmp / "index.json").write_text(json.dumps({"files": files}))
+        shutil.rmtree(out, ignore_errors=True)   # an incomplete copy left by hand
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 # ---------------------------------------------------------------- feature banks

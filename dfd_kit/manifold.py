@@ -215,17 +215,27 @@ def project_to_manifold(latent: np.ndarray, bank: np.ndarray, k: int, weight: fl
 SHADOW_WEIGHT_CAP = 0.5  # the official GUI caps each neighbour's ink at half strength
 
 
-def shadow_weights(weights: np.ndarray) -> np.ndarray:
+def shadow_weights(weights: np.ndarray, normalise: bool = False) -> np.ndarray:
     """Per-neighbour ink strength: non-positive weights drop out, the rest are capped at
-    0.5 and not renormalised (official behaviour)."""
+    0.5. The official GUI stops there (``normalise=False``, the default, which the parity
+    tests reproduce); but the positive locally-linear weights often sum to well over 1 (at
+    K = 30 the mouth's capped weights sum to about 2.3 on the photo model), so the summed
+    ink saturates into a dark, blocky patch instead of a faint guide. ``normalise=True``
+    scales the capped weights down to sum 1 when they sum to more (a sum below 1 is kept:
+    a lone neighbour still draws at half strength). The drawing pad uses it."""
     w = np.asarray(weights, np.float64)
-    return np.where(w > 0, np.minimum(w, SHADOW_WEIGHT_CAP), 0.0)
+    w = np.where(w > 0, np.minimum(w, SHADOW_WEIGHT_CAP), 0.0)
+    total = w.sum()
+    if normalise and total > 1.0:
+        w = w / total
+    return w
 
 
-def blend_shadow(decoded: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def blend_shadow(decoded: np.ndarray, weights: np.ndarray, normalise: bool = False) -> np.ndarray:
     """Decoded neighbour sketches (K, S, S) in about [-1, 1] (dark = -1) and their weights
-    -> uint8 (S, S) shadow: white paper darkened by each neighbour's ink."""
-    w = shadow_weights(weights)
+    -> uint8 (S, S) shadow: white paper darkened by each neighbour's ink
+    (``normalise``: see :func:`shadow_weights`)."""
+    w = shadow_weights(weights, normalise)
     return shadow_from_sum(np.tensordot(w, decoded.astype(np.float64), axes=1), float(w.sum()))
 
 

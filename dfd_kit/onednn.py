@@ -162,6 +162,31 @@ def preload(dnnl: OneDNN) -> None:
     ctypes.CDLL(dnnl.lib, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
 
 
+#: oneDNN 2's ``dnnl_cpu_isa_t`` bits for AVX-512 with native bfloat16 (AVX512-BF16); the
+#: AMX value (0x3e7) holds them too, AVX2 and plain AVX-512 do not.
+ISA_AVX512_CORE_BF16 = 0xE7
+
+
+def effective_cpu_isa() -> Optional[int]:
+    """The instruction set oneDNN's kernels use here (a ``dnnl_cpu_isa_t`` value), as the
+    loaded oneDNN reports it: this CPU's, capped by ``$ONEDNN_MAX_CPU_ISA`` (or
+    ``$DNNL_MAX_CPU_ISA``), which is how an older CPU is simulated. None where no oneDNN 2 is
+    loaded. (The first query fixes oneDNN's choice for the process, as its first primitive would.)"""
+    import ctypes
+
+    # RTLD_NOLOAD: only a oneDNN this process has already loaded; asking must never load
+    # one (a system oneDNN that Jittor does not use would then sit in the process).
+    for name in (f"libdnnl.so.{MAJOR}", None):   # by soname (preloaded), else the global namespace
+        try:
+            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL) if name else ctypes.CDLL(None)
+            query = lib.dnnl_get_effective_cpu_isa
+        except (OSError, AttributeError):
+            continue
+        query.restype = ctypes.c_int
+        return int(query())
+    return None
+
+
 def advice() -> str:
     """What to install for Jittor's oneDNN convolutions, on this platform."""
     if platform.system() == "Linux" and platform.machine() == "x86_64":

@@ -2,6 +2,7 @@
 projection -> feature map -> image, every intermediate kept for inspection."""
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Mapping
@@ -19,9 +20,10 @@ from .embedding import ComponentEncoder, LatentDecoder, crop_to_input, sketch_de
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
                       compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
-                      bank_dtype, load_into, params_lock, read_bank, read_config)
+                      bank_dtype, load_into, params_lock, params_sha256, read_bank, read_config)
 from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_weights
 from .mapping import feature_decoder, paste_feature_maps
+from .precision import check_precision, convert_network, resolve as resolve_precision
 from .synthesis import Generator, to_uint8_image
 
 DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
@@ -97,6 +99,9 @@ def check_sex(sex) -> str:
 class DeepFaceDrawing:
     """A loaded model. Each stage is a method; :meth:`generate` runs them all."""
 
+    #: "fp32", or "bf16" where :func:`load_model` converted the feature decoders and the generator.
+    precision = "fp32"
+
     def __init__(self, config: ModelConfig, encoders, sketch_decoders, feature_decoders, generator,
                  banks, source: str = ""):
         self.config, self.layout = config, config.layout
@@ -107,6 +112,7 @@ class DeepFaceDrawing:
         self.banks: Dict[str, Dict[str, np.ndarray]] = banks   # sex -> component -> (N, D)
         self.source = source
         self._shadows_refused = False
+        self._params_hash: Optional[str] = None
 
     def __repr__(self):
         def rows(sex):   # a bank may sample more faces for the remainder than for the parts
@@ -120,9 +126,52 @@ class DeepFaceDrawing:
                 f"{self.config.nets.latent_dim}, banks male {rows('male')} / female {rows('female')} rows, "
                 f"K {self.config.k})")
 
+    @property
+    def name(self) -> str:
+        """What the model is called: its Params folder's name ('photo', 'demo', ...), else
+        its ``source`` text (a model built in memory)."""
+        if self.source and Path(self.source).is_dir():
+            return Path(self.source).name
+        return self.source or "unsaved"
+
+    @property
+    def params_hash(self) -> str:
+        """A stable sha256 of what decides this model's faces, computed on first use: for a
+        model loaded from a Params folder, of the folder's files
+        (:func:`~dfd_kit.loading.params_sha256`; the same files give the same hash on any
+        machine); for a model built in memory, of its configuration, weights and banks. A
+        saved drawing records it, so that loading the drawing elsewhere can tell whether its
+        face will be reproduced."""
+        if self._params_hash is None:
+            if self.source and Path(self.source).is_dir():
+                self._params_hash = params_sha256(self.source)
+            else:
+                self._params_hash = self._weights_sha256()
+        return self._params_hash
+
+    def _weights_sha256(self) -> str:
+        sha = hashlib.sha256(self.config.to_json().encode())
+
+        def add(tag, a):
+            a = np.ascontiguousarray(a)
+            sha.update(f"{tag} {a.dtype.str} {a.shape}\n".encode())
+            sha.update(a.tobytes())
+
+        nets = [(f"encoder/{c}", self.encoders[c]) for c in COMPONENTS]
+        nets += [(f"feature_decoder/{c}", self.feature_decoders[c]) for c in COMPONENTS]
+        for tag, net in nets + [("generator", self.generator)]:
+            for key, value in sorted(net.state_dict().items()):
+                add(f"{tag}/{key}", value.numpy() if hasattr(value, "numpy") else np.asarray(value))
+        for sex in SEXES:
+            for c in COMPONENTS:
+                add(f"bank/{sex}/{c}", np.asarray(self.banks[sex][c], np.float32))
+        return sha.hexdigest()
+
     # ---- stages --------------------------------------------------------
-    def normalise(self, sketch) -> np.ndarray:
-        return comp.normalise_sketch(sketch, self.layout)
+    def normalise(self, sketch, name: Optional[str] = None) -> np.ndarray:
+        """Any sketch -> uint8 (size, size), see :func:`~dfd_kit.components.normalise_sketch`
+        (``name``: what error messages call it, e.g. an uploaded file's name)."""
+        return comp.normalise_sketch(sketch, self.layout, name)
 
     def crop(self, sketch: np.ndarray) -> Dict[str, np.ndarray]:
         return comp.crop_components(sketch, self.layout)
@@ -152,11 +201,13 @@ class DeepFaceDrawing:
             parts = [decoder(jt.array(rows[i:i + 1])).numpy()[:, 0] for i in range(len(rows))]
         return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
 
-    def shadow(self, component: str, projection: Projection, sex: str) -> np.ndarray:
+    def shadow(self, component: str, projection: Projection, sex: str, normalise: bool = False) -> np.ndarray:
         """uint8 (S, S) guidance sketch: the neighbours drawn faintly by their weights
         (:func:`~dfd_kit.manifold.blend_shadow`, computed from the weighted sum of their
-        decodings, which costs less than decoding each)."""
-        w = shadow_weights(projection.weights)
+        decodings, which costs less than decoding each). ``normalise``: scale the weights
+        to sum at most 1 (:func:`~dfd_kit.manifold.shadow_weights`; the drawing pad's
+        choice), else the official blend."""
+        w = shadow_weights(projection.weights, normalise)
         keep = w > 0   # the rest would add no ink
         rows = np.asarray(self.banks[sex][component][projection.neighbours[keep]], np.float32)
         with jt.no_grad():
@@ -369,20 +420,28 @@ def load_network(root: Path, config: ModelConfig, kind: str, component: str = ""
     return net
 
 
-def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
+def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> DeepFaceDrawing:
     """Load a Params/ folder (official layout; a ``config.json`` describes non-official sizes).
 
     Weights come from the compact cache (written on first load), one network at a time;
     the big linear layers stay memory-mapped, and the sketch decoders load when shadows
     are first asked for (from the compact copies mapped now, so they match the rest even
     if the folder is exported again meanwhile). The folder is read under a shared lock
-    (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for."""
+    (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for.
+    ``precision``: "auto", "fp32" or "bf16" for the feature decoders and the generator
+    (:mod:`dfd_kit.precision`; the model's ``precision`` says which it got)."""
+    check_precision(precision)
     root = check_params_dir(params_dir, shadows)
     with params_lock(root):
         config = read_config(root)
         enc = {c: load_network(root, config, "encoder", c) for c in COMPONENTS}
         fdec = {c: load_network(root, config, "feature_decoder", c) for c in COMPONENTS}
         gen = load_network(root, config, "generator")
+        precision = resolve_precision(precision, config)
+        if precision == "bf16":   # each network's float32 convolution weights are freed as it converts
+            for c in COMPONENTS:
+                convert_network(fdec[c], root, checkpoint_file("feature_decoder", c), key_table("feature_decoder", config))
+            convert_network(gen, root, GENERATOR_FILE, key_table("generator", config))
         dec = {}
         if shadows:
             sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
@@ -400,7 +459,9 @@ def load_model(params_dir, shadows: bool = True) -> DeepFaceDrawing:
         dtype = bank_dtype(root)
         banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
                  for s in SEXES}
-    return DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
+    model = DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
+    model.precision = precision
+    return model
 
 
 def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card: str = "",

@@ -174,6 +174,79 @@ def plot_results(results: Mapping[str, object], panels: Sequence[str] = ("sketch
     return _done(fig)
 
 
+class ProjectionEffect(NamedTuple):
+    """One sketch through the model at w = 0 and w = 1 (every component): the two faces,
+    how far apart they are (mean |difference|, grey levels 0-255) and, when the sketch has
+    a true photo, each face's mean absolute error to it."""
+    name: str
+    sketch: np.ndarray
+    face_w0: np.ndarray
+    face_w1: np.ndarray
+    difference: float
+    photo: Optional[np.ndarray] = None
+    mae_w0: Optional[float] = None
+    mae_w1: Optional[float] = None
+
+
+def _mae(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def projection_effect(model, examples, k: Optional[int] = None,
+                      projected: Optional[Mapping[str, float]] = None) -> list:
+    """:class:`ProjectionEffect` for each of ``examples`` (:func:`dfd_kit.examples.hard_examples`
+    or anything with ``name``, ``sketch``, ``sex`` and ``photo``): what projection changes.
+    ``projected``: the part weights of the "w = 1" face (default: every component at 1)."""
+    out = []
+    ones = dict(projected) if projected is not None else {c: 1.0 for c in COMPONENTS}
+    for ex in examples:
+        faces = [model.generate(ex.sketch, ws, sex=ex.sex, k=k, shadows=False).image
+                 for ws in ({c: 0.0 for c in COMPONENTS}, ones)]
+        photo = getattr(ex, "photo", None)
+        maes = (None, None) if photo is None else tuple(_mae(f, photo) for f in faces)
+        out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], _mae(faces[0], faces[1]), photo, *maes))
+    return out
+
+
+def projection_effect_summary(effects: Sequence[ProjectionEffect]) -> str:
+    """One sentence of the measured effect: how far apart the w = 0 and w = 1 faces are, and
+    for how many sketches with a true photo projection brings the face closer to it."""
+    truth = [e for e in effects if e.photo is not None]
+    closer = sum(e.mae_w1 < e.mae_w0 for e in truth)
+    text = (f"over {len(effects)} sketches the faces at w = 0 and w = 1 differ by "
+            f"{np.mean([e.difference for e in effects]):.1f} grey levels (0-255) on average")
+    if truth:
+        m0, m1 = np.mean([e.mae_w0 for e in truth]), np.mean([e.mae_w1 for e in truth])
+        text += (f"; projection brings the face closer to the true photo for {closer} of {len(truth)} "
+                 f"(mean error {m0:.1f} -> {m1:.1f}: {100 * (m1 - m0) / m0:+.1f}%)")
+    return text + "."
+
+
+def plot_projection_effect(effects: Sequence[ProjectionEffect], panel: float = 1.9) -> Figure:
+    """One row per sketch: the sketch, its face at w = 0 (the drawing's own latents) and at
+    w = 1 (projected), where the two differ (|w1 - w0|, brighter is more), and the true photo
+    where there is one; titles carry the measured numbers."""
+    fig, axes = _grid(len(effects), 5, panel, extra_h=0.45)
+    for r, e in enumerate(effects):
+        err0 = "" if e.mae_w0 is None else f"\nerror to photo {e.mae_w0:.1f}"
+        err1 = "" if e.mae_w1 is None else f"\nerror to photo {e.mae_w1:.1f}"
+        show_image(axes[r, 0], e.sketch, e.name)
+        show_image(axes[r, 1], e.face_w0, "w = 0 (the drawing)" + err0)
+        show_image(axes[r, 2], e.face_w1, "w = 1 (projected)" + err1)
+        diff = np.abs(e.face_w1.astype(np.float64) - e.face_w0.astype(np.float64)).mean(-1)
+        axes[r, 3].imshow(diff, cmap="magma", vmin=0, vmax=128)
+        axes[r, 3].set_title(f"|w1 - w0|: mean {e.difference:.1f}", fontsize=9)
+        axes[r, 3].axis("off")
+        if e.photo is not None:
+            show_image(axes[r, 4], e.photo, "true photo")
+        else:
+            axes[r, 4].axis("off")
+            axes[r, 4].text(0.5, 0.5, "drawn by hand:\nno true photo", ha="center", va="center", fontsize=9)
+    for ax in axes.flat:
+        ax.title.set_fontsize(9)
+    return _done(fig)
+
+
 # ---------------------------------------------------------------------------------------
 # 01: components
 # ---------------------------------------------------------------------------------------
@@ -279,11 +352,16 @@ def plot_bank_pca(banks: Mapping[str, Mapping[str, np.ndarray]], components: Seq
             xy = pca.transform(banks[neighbour_sex][comp][np.asarray(neighbours[comp])])
             ax.scatter(xy[:, 0], xy[:, 1], s=60, facecolors="none", edgecolors="k", lw=1,
                        label=f"nearest {len(xy)}")
-        for (label, vecs), marker in zip((marks or {}).items(), "*XPD"):
+        # The first mark (your sketch: a star) is larger, white-edged and on top (highest
+        # zorder, so it is painted last), so that a cross on the same spot cannot hide it.
+        styled = list(zip((marks or {}).items(), "*XPD"))
+        for order, ((label, vecs), marker) in enumerate(styled):
             if comp in vecs:
                 xy = pca.transform(np.asarray(vecs[comp])[None])
-                ax.scatter(xy[:, 0], xy[:, 1], s=180, marker=marker, c="k" if marker == "*" else "tab:red",
-                           edgecolors="white", lw=.8, label=label, zorder=5)
+                star = marker == "*"
+                ax.scatter(xy[:, 0], xy[:, 1], s=320 if star else 150, marker=marker,
+                           c="k" if star else "tab:red", edgecolors="white", lw=1.4 if star else .8,
+                           label=label, zorder=10 + len(styled) - order)
         ax.set_title(comp)
         ax.set_xlabel(f"PC 1 ({pca.explained[0]:.0%} of variance)")
         ax.set_ylabel(f"PC 2 ({pca.explained[1]:.0%})")
@@ -315,7 +393,7 @@ def plot_neighbours(decoded: np.ndarray, projection: Projection, crop: Optional[
     ``crop``: the drawn component, shown first for comparison."""
     images = ([crop] if crop is not None else []) + list(decoded)
     titles = (["your drawing"] if crop is not None else []) + [
-        f"#{r}  d={d:.3g}\nw = {w:+.2f}" for r, d, w in
+        f"#{r}  d={d:.3g}\na = {a:+.2f}" for r, d, a in
         zip(projection.neighbours, projection.distances, projection.weights)]
     n = len(images)
     nrows = -(-n // ncols)
@@ -330,8 +408,9 @@ def plot_neighbours(decoded: np.ndarray, projection: Projection, crop: Optional[
     bar.axhline(0, color="k", lw=.6)
     bar.set_xticks(np.arange(len(w)), [f"#{r}" for r in projection.neighbours], fontsize=7)
     bar.set_xlabel("neighbour (bank row), nearest first")
-    bar.set_ylabel("weight")
-    bar.set_title(f"locally-linear weights (sum = {w.sum():.2f})", fontsize=9)
+    bar.set_ylabel("weight a")
+    # "a", not "w": w is the component weight that blends the projection with the drawing.
+    bar.set_title(f"locally-linear weights a (sum = {w.sum():.2f})", fontsize=9)
     return _done(fig)
 
 
@@ -478,6 +557,21 @@ def swap_components(model, target, donor, components: Sequence[str], keep_featur
     return model.render(mixed, keep_features)
 
 
+def weight_sweep_effect(sweep: Mapping[Tuple[str, float], np.ndarray], layout: Layout) -> Dict[str, Tuple[float, float]]:
+    """{component: (inside, outside)}: how much the face changes between the lowest and the
+    highest weight of a :func:`weight_sweep`, as mean |difference| (grey levels) inside the
+    component's box and outside it (the remainder's box is the whole face: outside is 0)."""
+    out = {}
+    for c in dict.fromkeys(c for c, _ in sweep):
+        ws = sorted(w for cc, w in sweep if cc == c)
+        diff = np.abs(sweep[(c, ws[-1])].astype(np.float64) - sweep[(c, ws[0])].astype(np.float64)).mean(-1)
+        inside = np.zeros(diff.shape, bool)
+        b = layout.box(c)
+        inside[b.y:b.y + b.size, b.x:b.x + b.size] = True
+        out[c] = (float(diff[inside].mean()), float(diff[~inside].mean()) if (~inside).any() else 0.0)
+    return out
+
+
 def weight_sweep(model, result, components: Sequence[str], weights: Sequence[float]) -> Dict[Tuple[str, float], np.ndarray]:
     """{(component, w): image}: ``result`` re-rendered with one component's weight set to
     each w (the others as they were). Only the blend changes: the neighbours and the
@@ -597,3 +691,107 @@ __all__ = ["COMPONENT_COLOURS", "SEX_COLOURS", "to_image", "show_image", "show_i
            "projection_views", "plot_projection", "plot_shadow", "plot_feature_maps", "paste_owners", "plot_paste",
            "feature_rgb", "plot_synthesis", "swap_components", "weight_sweep", "plot_weight_sweep", "plot_losses",
            "plot_dataset", "plot_samples"]
+
+
+# ---------------------------------------------------------------------------------------
+# 07: the trade-off measured
+# ---------------------------------------------------------------------------------------
+
+_W0_MARK = dict(marker="o", markersize=7, markerfacecolor="white", zorder=3)
+_W1_MARK = dict(marker="*", markersize=14, markeredgecolor="black", markeredgewidth=0.8, zorder=4)
+_TRADEOFF_LABELS = {
+    "faithfulness": "sketch lines vs face edges (px at 256)\n<- more faithful to the strokes",
+    "latent": "distance to the bank (row spacings)\n<- more real",
+    "spectral": "spectrum vs faces of real samples (dB)\n<- more real",
+}
+
+
+def plot_tradeoff(tradeoff, sketch: Optional[str] = None, title: Optional[str] = None) -> Figure:
+    """Faithfulness (x) against realism (y, two panels: the latent's distance to the bank,
+    the face's spectral distance to faces of real samples) as w goes from 0 (open circle)
+    to 1 (star: the default), from a :func:`dfd_kit.tradeoff.measure_tradeoff` sweep.
+
+    sketch None: all components' weights at once, one line per sketch (freehand solid,
+    clean dashed). sketch given: that sketch only, one line per group (all at once in
+    black, each component alone in its colour, measured in its own box). Dotted lines:
+    where faces of real samples lie (the bank's own row spacing; their spectral spread)."""
+    from .tradeoff import ALL
+
+    if sketch is None:
+        s_idx = range(len(tradeoff.names))
+        # tab10's colours first, then tab20's lighter shades of them
+        colour = lambda i: plt.get_cmap("tab10")(i) if i < 10 else plt.get_cmap("tab20")(2 * (i % 10) + 1)  # noqa: E731
+        lines = [(s, ALL, tradeoff.names[s], colour(i), "--" if tradeoff.clean[s] else "-")
+                 for i, s in enumerate(s_idx)]
+        what = "every component's weight at once, one line per sketch"
+    else:
+        s = tradeoff.index(sketch)
+        lines = [(s, g, g if g != ALL else "all at once", "black" if g == ALL else COMPONENT_COLOURS[g], "-")
+                 for g in tradeoff.groups]
+        what = f"{sketch}: all at once, and one component at a time (the others at 1)"
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.6), layout="constrained")
+    for ax, measure, head in zip(axes, ("latent", "spectral"), ("realism in latent space", "realism in pixels")):
+        for s, g, label, colour, style in lines:
+            gi = tradeoff.groups.index(g)
+            x, y = tradeoff.faithfulness[s, gi], getattr(tradeoff, measure)[s, gi]
+            ax.plot(x, y, style, color=colour, marker=".", markersize=5, linewidth=1.4, label=label)
+            ax.plot(x[:1], y[:1], color=colour, markeredgecolor=colour, linestyle="none", **_W0_MARK)
+            ax.plot(x[-1:], y[-1:], color=colour, linestyle="none", **_W1_MARK)
+        # the spectral spread is per measuring box: drawn when every line is measured on the whole face
+        ref = 1.0 if measure == "latent" else (tradeoff.reference_spread.get(ALL) if sketch is None else None)
+        if ref is not None:
+            ax.axhline(ref, color="0.5", linestyle=":", linewidth=1)
+            ax.annotate("a real sample to its nearest other" if measure == "latent" else "faces of real samples",
+                        (1.0, ref), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8,
+                        color="0.4", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        ax.set_xlabel(_TRADEOFF_LABELS["faithfulness"])
+        ax.set_ylabel(_TRADEOFF_LABELS[measure])
+        ax.set_title(head, fontsize=10)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    keep = [i for i, lab in enumerate(labels) if not lab.startswith("_")]
+    marks = [plt.Line2D([], [], color="0.3", linestyle="none", **_W0_MARK, label="w = 0 (the drawing)"),
+             plt.Line2D([], [], color="0.3", linestyle="none", **_W1_MARK, label="w = 1 (the default)")]
+    fig.legend([handles[i] for i in keep] + marks, [labels[i] for i in keep] + [m.get_label() for m in marks],
+               loc="outside lower center", ncol=min(5, len(keep) + 2), fontsize=8, frameon=False)
+    fig.suptitle(title or f"{tradeoff.model}: {what}", fontsize=11)
+    return _done(fig)
+
+
+def _line_overlay(lines: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """uint8 RGB: white paper, the sketch's lines blue, the face's edges red, both black."""
+    out = np.full(lines.shape + (3,), 255, np.uint8)
+    out[lines] = (40, 90, 220)
+    out[edges] = (220, 50, 40)
+    out[lines & edges] = (0, 0, 0)
+    return out
+
+
+def plot_tradeoff_faces(tradeoff, sketch: str) -> Figure:
+    """What a :func:`~dfd_kit.tradeoff.measure_tradeoff` sweep measured for one sketch, all
+    weights at once: top, the sketch and the face at each w; below, the sketch's lines
+    (blue) over the face's edges (red; black where they meet) that faithfulness compares,
+    titled with the three measures."""
+    from . import measures
+    from .tradeoff import ALL
+
+    s, gi = tradeoff.index(sketch), tradeoff.groups.index(ALL)
+    n = len(tradeoff.weights)
+    fig, axes = _grid(2, n + 1, min(1.75, 9.6 / (n + 1)), extra_h=0.55)
+    lines = measures.sketch_lines(tradeoff.sketches[s])
+    show_image(axes[0, 0], tradeoff.sketches[s], sketch)
+    show_image(axes[1, 0], np.where(lines, 0, 255).astype(np.uint8), "its lines")
+    for j, w in enumerate(tradeoff.weights):
+        face = tradeoff.faces[s, j]
+        show_image(axes[0, j + 1], face, f"w = {w:g}" + (" (default)" if w == 1 else ""))
+        show_image(axes[1, j + 1], _line_overlay(lines, measures.face_edges(face)),
+                   f"lines {tradeoff.faithfulness[s, gi, j]:.2f} px\nbank {tradeoff.latent[s, gi, j]:.2f}\n"
+                   f"spectrum {tradeoff.spectral[s, gi, j]:.2f} dB")
+    for ax in axes.flat:
+        ax.title.set_fontsize(8)
+    fig.suptitle(f"{tradeoff.model}, every weight at once: the sketch's lines blue, the face's edges red, "
+                 "black where they meet", fontsize=10)
+    return _done(fig)
+
+
+__all__ += ["plot_tradeoff", "plot_tradeoff_faces"]

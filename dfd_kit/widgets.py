@@ -8,8 +8,9 @@
 How it works, in the paper's terms (DeepFaceDrawing, Chen et al. 2020, section 5):
 
 * You draw on an ipycanvas ``MultiCanvas``. Layers, bottom to top: the *shadow guidance*
-  (the K nearest real sketches of every component, drawn faintly), the component boxes
-  (optional), your ink, and the live preview of the stroke you are drawing.
+  (the K nearest real sketches of every component, drawn faintly), your ink, the
+  component boxes and their labels (optional; above the ink so that drawing never hides
+  them), and the live preview of the stroke you are drawing.
 * Strokes are kept in Python as point lists and rasterised here with PIL into the sketch
   the model reads (``pad.sketch``, layout size). The browser canvas is only a display.
 * When a stroke *ends* the pad re-encodes only the components whose crops changed,
@@ -20,80 +21,66 @@ How it works, in the paper's terms (DeepFaceDrawing, Chen et al. 2020, section 5
 
 Everything the mouse can do is also a method (``add_stroke``, ``undo``, ``redo``,
 ``clear``, ``load_sketch``, ``save``), so scripts and tests can drive the pad without a
-browser. ``pad.stats`` counts the work done per component.
+browser. ``pad.stats`` counts the work done per component (``pad.work_summary()`` as a
+table).
+
+The pad keeps the drawing's timeline: every stroke records when the pen went down and for
+how long (``pad.timeline``). ``pad.replay()`` makes an animated GIF of the sketch and the
+face stroke by stroke; ``pad.save_drawing(path)`` writes the drawing as JSON (strokes,
+component weights, K, sex, the model's name and Params hash) and
+``DrawingPad.load_drawing(path, model=...)`` opens it in a new pad (``pad.load_drawing``
+loads it into an existing one) with the same face. See :mod:`dfd_kit.drawing`.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import io
+import json
 import os
 import time
+import uuid
+import warnings
 import weakref
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ipywidgets as W
 import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .components import components_touched
 from .config import COMPONENTS, PARTS
+from .drawing import PAPER, Drawing, Stroke, fit_to_size, rasterize_stroke, read_drawing, write_drawing
+from .errors import DrawingFileError, DrawingModelWarning, SketchError
 from .manifold import blend_shadow, shadow_weights
 
-#: Environment variable naming the Params folder the notebooks load (unset: the demo model).
-PARAMS_ENV = "DFD_PARAMS"
 
-PAPER = 255
-INK = 0
-_LAYER_SHADOW, _LAYER_BOXES, _LAYER_INK, _LAYER_PREVIEW = range(4)
+# The boxes lie above the ink: their labels stay readable over whatever is drawn.
+_LAYER_SHADOW, _LAYER_INK, _LAYER_BOXES, _LAYER_PREVIEW = range(4)
 _BOX_COLOURS = {"left_eye": "#1f77b4", "right_eye": "#2ca02c", "nose": "#ff7f0e", "mouth": "#d62728"}
 _SHADOW_TINT = np.array([70.0, 90.0, 140.0])   # shadows are drawn bluish-grey, ink is black
 _NICE = {"left_eye": "left eye", "right_eye": "right eye", "nose": "nose", "mouth": "mouth",
          "remainder": "remainder"}
 
 
+def _upload_style(label: str) -> str:
+    """CSS for the upload button: its text node ("load sketch (0)") at size 0, the label
+    drawn after it instead. Where the style does not apply the button still reads well."""
+    text = json.dumps(label)   # a CSS string: JSON's quoting and escapes are valid CSS
+    return ("<style>.dfd-upload.widget-upload{font-size:0 !important}"
+            ".dfd-upload.widget-upload>i.fa{font-size:var(--jp-widgets-font-size,13px);margin-right:0.4em}"
+            f".dfd-upload.widget-upload::after{{content:{text};font-size:var(--jp-widgets-font-size,13px)}}"
+            "</style>")
+
+
 def default_model(shadows: bool = True):
-    """The model the notebooks use: the folder named by ``$DFD_PARAMS`` if set, else the
-    bundled demo model (``dfd_kit.load()``)."""
+    """The model the notebooks use: ``dfd_kit.load()``, which honours ``$DFD_PARAMS``."""
     import dfd_kit
 
-    return dfd_kit.load(os.environ.get(PARAMS_ENV) or None, shadows=shadows)
-
-
-@dataclass(frozen=True)
-class Stroke:
-    """One pen or eraser stroke in sketch pixel coordinates (0..layout.size, continuous:
-    pixel (row r, column c) covers [c, c+1) x [r, r+1))."""
-    points: Tuple[Tuple[float, float], ...]
-    width: float
-    eraser: bool = False
-
-    @property
-    def bbox(self) -> Tuple[float, float, float, float]:
-        xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
-        r = self.width / 2 + 1
-        return min(xs) - r, min(ys) - r, max(xs) + r, max(ys) + r
-
-
-def rasterize_stroke(img: Image.Image, stroke: Stroke) -> None:
-    """Draw ``stroke`` into a mode-"L" image in place: round joins and round caps."""
-    draw = ImageDraw.Draw(img)
-    fill = PAPER if stroke.eraser else INK
-    # PIL puts integer coordinates at pixel centres; ours put them at pixel corners.
-    pts = [(x - 0.5, y - 0.5) for x, y in stroke.points]
-    w = max(1, int(round(stroke.width)))
-    if len(pts) > 1:
-        draw.line(pts, fill=fill, width=w, joint="curve" if w > 2 else None)
-    if w <= 1:
-        draw.point([(round(x), round(y)) for x, y in pts], fill=fill)
-        return
-    r = stroke.width / 2
-    dots = pts if w > 2 else pts[:1] + pts[-1:]
-    for x, y in dots:
-        draw.ellipse([x - r + 0.5, y - r + 0.5, x + r - 0.5, y + r - 0.5], fill=fill)
+    return dfd_kit.load(shadows=shadows)
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -136,6 +123,38 @@ def _row_cache(model) -> _RowCache:
         return _RowCache()
 
 
+_LOAD_DRAWING_DOC = """Open a drawing saved by :meth:`DrawingPad.save_drawing` (or the save button).
+
+    ``DrawingPad.load_drawing(path, model=None, **options)``, on the class, makes a new pad
+    with it (``options`` as for ``DrawingPad``); ``model=None`` loads the bundled model the
+    file names if it is one, else :func:`default_model`; pass the notebook's model to reuse
+    it. ``pad.load_drawing(path)``, on a pad, replaces that pad's drawing with it (undoable,
+    like loading a sketch). Either way the strokes (with their times), the component
+    weights, K and sex are restored and the face is generated once; with the same model it
+    is the saved face, pixel for pixel. ``path`` may also be the file's bytes.
+
+    A drawing made with another model (other name or Params hash, or another sketch size)
+    is loaded with a :class:`~dfd_kit.errors.DrawingModelWarning` that says what differs.
+    A file that is not a drawing (not JSON, another format or version, missing or
+    malformed entries) raises :class:`~dfd_kit.errors.DrawingFileError` and changes nothing.
+    Returns the pad."""
+
+
+class _PadOrClassMethod:
+    """A method that is a classmethod when called on the class and an ordinary method when
+    called on an instance: ``DrawingPad.load_drawing(path)`` opens a new pad,
+    ``pad.load_drawing(path)`` loads into that pad (the issue asks for the first form; the
+    second is what the upload button needs)."""
+
+    def __init__(self, on_class: str, on_instance: str, doc: str):
+        self.on_class, self.on_instance, self.__doc__ = on_class, on_instance, doc
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return getattr(cls, self.on_class)
+        return getattr(obj, self.on_instance)
+
+
 class DrawingPad(W.VBox):
     """Draw a sketch, see the generated face and the shadow guidance update live.
 
@@ -145,12 +164,16 @@ class DrawingPad(W.VBox):
     both fit side by side in a notebook). width: default pen width in sketch pixels.
     folder: where the save button writes PNGs (default: the current directory).
     generate: produce the first face (for the blank canvas) right away.
+    eraser_width: default eraser width in sketch pixels (default: three pen widths, so that
+    a stroke drawn over a line clears it in one go; the width slider remembers a width
+    per tool).
     """
 
     def __init__(self, model=None, display_size: Optional[int] = None, face_size: int = 320,
                  width: Optional[float] = None,
                  folder=".", sex: str = "male", k: Optional[int] = None, shadows: bool = True,
-                 shadow_opacity: float = 0.5, show_boxes: bool = False, generate: bool = True):
+                 shadow_opacity: float = 0.5, show_boxes: bool = False, generate: bool = True,
+                 eraser_width: Optional[float] = None):
         self.model = default_model() if model is None else model
         lay = self.model.layout
         self.size = lay.size
@@ -167,6 +190,10 @@ class DrawingPad(W.VBox):
         self._img = Image.fromarray(self._base.copy())
         self._current: Optional[List[Tuple[float, float]]] = None   # display coordinates
         self._current_eraser = False
+        self._current_t0 = 0.0
+        self._clock0 = time.monotonic()   # stroke times are seconds since this
+        self._quiet = False               # True while settings are applied together (load_drawing)
+        self._uid = uuid.uuid4().hex[:12]
 
         # model caches (committed only after a successful update)
         self._enc_sketch: Optional[np.ndarray] = None
@@ -188,9 +215,10 @@ class DrawingPad(W.VBox):
         self.stats = {"encoded": Counter(), "projected": Counter(), "shadowed": Counter(),
                       "decoded_rows": Counter(), "feature_decoded": Counter(), "generated": 0, "updates": 0}
 
-        self._build_ui(width, folder, sex, k, shadows, shadow_opacity, show_boxes)
-        super().__init__([self._top, self.error_area])
+        self._build_ui(width, eraser_width, folder, sex, k, shadows, shadow_opacity, show_boxes)
+        super().__init__([self._top, self.error_area, self._style])
         self.add_class("dfd-pad")
+        self.add_class(f"dfd-pad-{self._uid}")   # lets the display's script find this pad
         self._draw_boxes()
         self._redraw_ink()
         self._draw_shadow_layer()
@@ -198,7 +226,7 @@ class DrawingPad(W.VBox):
             self._update("start")
 
     # ------------------------------------------------------------------ UI
-    def _build_ui(self, width, folder, sex, k, shadows, shadow_opacity, show_boxes):
+    def _build_ui(self, width, eraser_width, folder, sex, k, shadows, shadow_opacity, show_boxes):
         D = self.display_size
         self.canvas = MultiCanvas(4, width=D, height=D)
         self.canvas.layout.width = f"{D}px"
@@ -219,9 +247,15 @@ class DrawingPad(W.VBox):
         self.tool = W.ToggleButtons(options=[("pen", "pen"), ("eraser", "eraser")], value="pen",
                                     tooltips=["draw", "erase"], style={"button_width": "72px"})
         default_w = float(width) if width else float(max(1, round(1.5 * self.size / 256)))
-        self.width_slider = W.FloatSlider(value=default_w, min=0.5, max=max(8.0, self.size / 32), step=0.5,
+        w_max = max(8.0, self.size / 32)
+        # The eraser gets its own, wider default: at the pen's width a hand-drawn erasing
+        # stroke never quite covers a line and leaves its edges behind.
+        eraser_w = float(eraser_width) if eraser_width else min(w_max, 3 * default_w)
+        self._widths = {"pen": default_w, "eraser": eraser_w}
+        self.width_slider = W.FloatSlider(value=default_w, min=0.5, max=w_max, step=0.5,
                                           description="width", continuous_update=False, style=s,
                                           layout=W.Layout(width="220px"))
+        self.tool.observe(self._on_tool, "value")
         b = W.Layout(width="auto")
         self.undo_button = W.Button(description="undo", icon="undo", layout=b)
         self.redo_button = W.Button(description="redo", icon="repeat", layout=b)
@@ -232,12 +266,19 @@ class DrawingPad(W.VBox):
         self.boxes_toggle = W.ToggleButton(value=show_boxes, description="boxes", icon="th-large",
                                            tooltip="show the component boxes", layout=b)
         self.boxes_toggle.observe(lambda ch: self._draw_boxes(), "value")
-        self.upload = W.FileUpload(accept="image/png,image/jpeg,.png,.jpg,.jpeg", multiple=False,
-                                   description="load sketch", layout=b)
+        self.upload = W.FileUpload(accept="image/png,image/jpeg,.png,.jpg,.jpeg,.json,application/json",
+                                   multiple=False, description="load sketch", icon="upload", layout=b,
+                                   tooltip="start from a PNG or JPEG sketch, or open a drawing saved as "
+                                           ".json (by the save button or pad.save_drawing)")
+        self.upload.add_class("dfd-upload")
         self.upload.observe(self._on_upload, "value")
+        # ipywidgets' upload button always appends the number of files it holds, "(0)" here
+        # (the pad empties it after each load); this style shows the label without it.
+        self._style = W.HTML(value=_upload_style(self.upload.description), layout=W.Layout(display="none"))
         self.folder = W.Text(value=str(folder), description="folder", style=s, layout=W.Layout(width="200px"))
-        self.save_button = W.Button(description="save PNGs", icon="save", layout=b,
-                                    tooltip="write sketch_*.png and face_*.png into the folder")
+        self.save_button = W.Button(description="save", icon="save", layout=b,
+                                    tooltip="write sketch_*.png, face_*.png and drawing_*.json (the strokes, "
+                                            "to load again or replay) into the folder")
         self.save_button.on_click(lambda _: self._save_clicked())
         self.save_label = W.HTML(value="")
         self.save_label.add_class("dfd-saved")
@@ -319,6 +360,20 @@ class DrawingPad(W.VBox):
     def k(self) -> int:
         return int(self.k_slider.value)
 
+    @property
+    def timeline(self) -> List[dict]:
+        """The strokes of the drawing, in order, with their times: one dict per stroke with
+        ``t`` (seconds since the pad opened when the pen went down), ``duration``, ``tool``,
+        ``width`` and ``points`` (how many). The strokes themselves: :attr:`strokes`."""
+        return [{"t": round(s.t, 3), "duration": round(s.duration, 3), "tool": "eraser" if s.eraser else "pen",
+                 "width": s.width, "points": len(s.points)} for s in self._strokes]
+
+    def _tool_width(self, eraser: bool) -> float:
+        tool = "eraser" if eraser else "pen"
+        if self.tool.value == tool:
+            return float(self.width_slider.value)
+        return self._widths[tool]
+
     def _state(self):
         return (self._base, tuple(self._strokes))
 
@@ -336,14 +391,20 @@ class DrawingPad(W.VBox):
 
     # --------------------------------------------------- public drawing API
     def add_stroke(self, points: Iterable[Sequence[float]], width: Optional[float] = None,
-                   eraser: bool = False, update: bool = True) -> Stroke:
+                   eraser: bool = False, update: bool = True, t: Optional[float] = None,
+                   duration: float = 0.0) -> Stroke:
         """Add a stroke through ``points`` [(x, y), ...] in sketch pixels (0..size), then
-        update the face (only the components it touches are re-encoded)."""
+        update the face (only the components it touches are re-encoded). ``width``: in
+        sketch pixels (default: the pen's or the eraser's width). ``t``: when it began, in
+        seconds since the pad opened (default: now), ``duration``: how long it took; both
+        go into the timeline."""
         t0 = time.perf_counter()
         pts = tuple((float(x), float(y)) for x, y in points)
         if not pts:
             raise ValueError("a stroke needs at least one point")
-        stroke = Stroke(pts, float(self.width_slider.value if width is None else width), bool(eraser))
+        when = time.monotonic() - self._clock0 if t is None else float(t)
+        stroke = Stroke(pts, float(self._tool_width(eraser) if width is None else width), bool(eraser),
+                        max(0.0, when), max(0.0, float(duration)))
         self._push()
         self._strokes.append(stroke)
         rasterize_stroke(self._img, stroke)
@@ -381,11 +442,12 @@ class DrawingPad(W.VBox):
         self._restore((np.full((self.size, self.size), PAPER, np.uint8), ()))
         self._after_edit("clear", t0)
 
-    def load_sketch(self, sketch):
+    def load_sketch(self, sketch, name: Optional[str] = None):
         """Replace the drawing with a sketch (path, image file bytes, PIL image or array; it
-        is normalised to the model's layout). Undoable. Raises SketchError if unreadable."""
+        is normalised to the model's layout). Undoable. Raises SketchError if unreadable
+        (``name``: what the message calls the sketch, e.g. an uploaded file's name)."""
         t0 = time.perf_counter()
-        base = self.model.normalise(sketch)
+        base = self.model.normalise(sketch) if name is None else self.model.normalise(sketch, name=name)
         self._push()
         self._restore((base, ()))
         self._after_edit("load", t0)
@@ -393,12 +455,15 @@ class DrawingPad(W.VBox):
     def save(self, folder=None) -> Tuple[Path, Optional[Path]]:
         """Write the sketch and the current face as PNGs into ``folder`` (default: the
         folder box, else the current directory): sketch_YYYYmmdd-HHMMSS.png and
-        face_YYYYmmdd-HHMMSS.png. Returns (sketch_path, face_path or None if no face)."""
+        face_YYYYmmdd-HHMMSS.png, and the drawing (:meth:`save_drawing`) beside them as
+        drawing_YYYYmmdd-HHMMSS.json. Returns (sketch_path, face_path or None if no face);
+        ``pad.last_saved`` is (sketch_path, face_path, drawing_path)."""
         folder = Path(folder if folder is not None else (self.folder.value.strip() or ".")).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         n, suffix = 0, ""
-        while (folder / f"sketch_{stamp}{suffix}.png").exists() or (folder / f"face_{stamp}{suffix}.png").exists():
+        while any((folder / f"{kind}_{stamp}{suffix}.{ext}").exists()
+                  for kind, ext in (("sketch", "png"), ("face", "png"), ("drawing", "json"))):
             n += 1
             suffix = f"-{n}"
         sketch_path = folder / f"sketch_{stamp}{suffix}.png"
@@ -411,12 +476,170 @@ class DrawingPad(W.VBox):
         if face_matches:
             face_path = folder / f"face_{stamp}{suffix}.png"
             Image.fromarray(self.result.image).save(face_path)
-        self.last_saved = (sketch_path, face_path)
+        drawing_path = self.save_drawing(folder / f"drawing_{stamp}{suffix}.json")
+        self.last_saved = (sketch_path, face_path, drawing_path)
         self.save_label.value = "saved " + ", ".join(f"<code>{html.escape(str(p))}</code>"
                                                      for p in self.last_saved if p)
         if self.result is not None and not face_matches:
             self.save_label.value += " (no face: the face shown is not this drawing's; fix the error and save again)"
         return sketch_path, face_path
+
+    # ------------------------------------------- timeline, replay, drawing files
+    def drawing(self) -> Drawing:
+        """The drawing as data (:class:`dfd_kit.drawing.Drawing`): page, strokes with their
+        times, the component weights, K, sex, and the model's name and Params hash."""
+        base = None if (self._base == PAPER).all() else self._base.copy()
+        return Drawing(base, tuple(self._strokes), self.part_weights, self.k, self.sex, self.model.name,
+                       self._params_hash(), self.size, getattr(self.model, "precision", "fp32"))
+
+    def _params_hash(self) -> Optional[str]:
+        try:
+            return self.model.params_hash
+        except OSError:   # its Params folder went away since it was loaded: keep the drawing anyway
+            return None
+
+    def save_drawing(self, path) -> Path:
+        """Write the drawing as one JSON file (:mod:`dfd_kit.drawing`: strokes with their
+        times, the component weights, K, sex, the model's name and a sha256 of its Params;
+        ``.json`` is added to a path without a suffix). Load it with :meth:`load_drawing`,
+        here or on another machine, to get the same sketch and, with the same model, the
+        same face. Returns the path written."""
+        return write_drawing(path, self.drawing())
+
+    def _load_drawing(self, source, name: Optional[str] = None, _stacklevel: int = 2) -> "DrawingPad":
+        """``pad.load_drawing(path)``: see :attr:`load_drawing`."""
+        t0 = time.perf_counter()
+        d = read_drawing(source, name)     # every check first: a bad file changes nothing
+        what = name or (str(source) if isinstance(source, (str, os.PathLike)) else "the drawing")
+        differs = self._model_differences(d)
+        if differs:
+            warnings.warn(f"{what} was made with another model than this pad's ({differs}). Its strokes, "
+                          "weights, K and sex are loaded, but the face will not be the one saved. To reproduce "
+                          f"it exactly, load the model it names (dfd_kit.load({d.model_name!r}) for a bundled "
+                          "one, else its Params folder) and open the drawing with "
+                          "DrawingPad.load_drawing(path, model=that_model).", DrawingModelWarning,
+                          stacklevel=_stacklevel)
+        k = d.k
+        if k > self.k_slider.max:
+            warnings.warn(f"{what} uses K = {k}, more neighbours than this model's banks allow here; "
+                          f"using K = {self.k_slider.max}", DrawingModelWarning, stacklevel=_stacklevel)
+            k = self.k_slider.max
+        base, strokes = fit_to_size(d, self.size)
+        self._push()
+        with self._settings_together():
+            for c, v in d.part_weights.items():
+                self.weight_sliders[c].value = v
+            self.sex_toggle.value = d.sex
+            self.k_slider.value = k
+        self._restore((np.array(base, np.uint8), strokes))
+        # new strokes continue the loaded drawing's timeline
+        end = max((st.t + st.duration for st in strokes), default=0.0)
+        self._clock0 = time.monotonic() - end
+        self._after_edit("load drawing", t0)
+        return self
+
+    load_drawing = _PadOrClassMethod("_open_drawing", "_load_drawing", _LOAD_DRAWING_DOC)
+
+    @contextlib.contextmanager
+    def _settings_together(self):
+        """Set several controls without an update for each; the caller updates once."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+            self._proj_dirty |= set(COMPONENTS)
+            self._shadow_stale |= set(COMPONENTS)
+
+    def _model_differences(self, d: Drawing) -> str:
+        mine, theirs = [], []
+        if d.model_name != self.model.name:
+            theirs.append(f"model {d.model_name!r}")
+            mine.append(f"{self.model.name!r}")
+        mine_hash = self._params_hash()
+        if d.params_hash != mine_hash:
+            theirs.append(f"Params sha256 {(d.params_hash or 'unknown')[:12]}")
+            mine.append(f"sha256 {(mine_hash or 'unknown')[:12]}")
+        precision = getattr(self.model, "precision", "fp32")
+        if d.precision is not None and d.precision != precision:
+            theirs.append(f"{d.precision} arithmetic")
+            mine.append(f"{precision}")
+        if d.size != self.size:
+            theirs.append(f"{d.size}-pixel sketches")
+            mine.append(f"{self.size}-pixel ones, so the strokes are scaled")
+        if not theirs:
+            return ""
+        return f"the file names {', '.join(theirs)}; this pad has {', '.join(mine)}"
+
+    @classmethod
+    def _open_drawing(cls, source, model=None, name: Optional[str] = None, **pad_options) -> "DrawingPad":
+        """``DrawingPad.load_drawing(path, model=None, **options)``: see :attr:`load_drawing`."""
+        d = read_drawing(source, name)   # a bad file fails before any model is loaded
+        if model is None:
+            import dfd_kit
+
+            bundled = d.model_name in dfd_kit.BUNDLED and (Path(dfd_kit.PARAMS_ROOT) / d.model_name / "config.json").is_file()
+            model = dfd_kit.load(d.model_name) if bundled else default_model()
+        pad_options.pop("generate", None)   # the drawing's face is generated once, below
+        pad = cls(model, generate=False, **pad_options)
+        pad._load_drawing(source, name, _stacklevel=3)
+        pad._undo.clear()   # a new pad: nothing before the drawing to go back to
+        pad._sync_buttons()
+        return pad
+
+    def replay(self, path=None, seconds_per_stroke: float = 0.5, hold: float = 2.0, speed: Optional[float] = None,
+               panel: Optional[int] = None, progress: Optional[bool] = None):
+        """An animated GIF of this drawing being made: the sketch (the newest stroke's ink in
+        red) and the face beside it, one frame for the starting page and one after each
+        stroke of :attr:`strokes`, with the pad's current weights, sex and K.
+
+        path: where to write it (".gif" is added to a path without a suffix); None returns
+        the GIF's bytes (``IPython.display.Image(pad.replay())`` shows it in a notebook).
+        seconds_per_stroke: how long each frame shows; hold: how long the last one stays;
+        speed: if given, frames follow the recorded times instead, ``speed`` times faster
+        (each between 0.05 and 3 s). panel: the size of sketch and face in the GIF
+        (default: the model's sketch size). progress: a tqdm bar (default: from 20
+        strokes on). GIF only: no video writer is among the kit's dependencies.
+        Returns the path written, or the bytes."""
+        from .drawing import replay_gif
+
+        return replay_gif(self.model, self._base, tuple(self._strokes), self.part_weights, self.sex, self.k, path,
+                          seconds_per_stroke, hold, speed, panel, progress)
+
+    def work_summary(self) -> str:
+        """What the pad has computed so far, as a small table: per component, how often it
+        was encoded, projected, feature-decoded and shadowed (``pad.stats`` in words)."""
+        st = self.stats
+        names = [_NICE[c] for c in COMPONENTS]
+        rows = [("encoded", "encoded"), ("projected", "projected"), ("feature map decoded", "feature_decoded"),
+                ("shadow computed", "shadowed"), ("neighbour sketches decoded", "decoded_rows")]
+        head = max(len(r[0]) for r in rows)
+        widths = [max(len(n), 4) for n in names]
+        ms = f"{self.latency * 1000:.0f} ms" if self.latency is not None else "none yet"
+        def n(count, word):
+            return f"{count} {word}{'' if count == 1 else 's'}"
+
+        lines = [f"{n(st['generated'], 'face')} generated in {n(st['updates'], 'update')}; the last update "
+                 f"took {ms}.",
+                 " " * head + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
+        for label, key in rows:
+            lines.append(label.ljust(head) + "  " + "  ".join(str(st[key][c]).rjust(w)
+                                                                for c, w in zip(COMPONENTS, widths)))
+        return "\n".join(lines)
+
+    def _ipython_display_(self, **kwargs):
+        """Display the pad, a note for a reopened notebook, and a script that scrolls the pad
+        into view. After Run All, JupyterLab has scrolled to the last cell and the page
+        keeps it there while the pad's output grows above it; the script brings the pad
+        back into view once, when it appears. A reopened notebook has no pad (it lives in
+        the kernel) and JupyterLab says only "model not found": the note says to run the
+        cells again, and the script, which runs only while the pad is live (a reopened
+        notebook's outputs are not trusted, so their scripts do not run), hides it."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(**kwargs), raw=True)
+        display({"text/html": _NOTE.format(uid=self._uid)}, raw=True)
+        display({"application/javascript": _SCROLL_JS.replace("UID", self._uid)}, raw=True)
 
     def _save_clicked(self):
         try:
@@ -466,6 +689,7 @@ class DrawingPad(W.VBox):
     def _begin(self, x, y):
         self._current = [(float(x), float(y))]
         self._current_eraser = self.tool.value == "eraser"
+        self._current_t0 = time.monotonic()
         layer = self.canvas[_LAYER_PREVIEW]
         w = float(self.width_slider.value) * self.scale
         with hold_canvas():
@@ -494,7 +718,8 @@ class DrawingPad(W.VBox):
         pts = [self._to_sketch(x, y) for x, y in self._current]
         self._current = None
         try:
-            self.add_stroke(pts, eraser=self._current_eraser)
+            self.add_stroke(pts, eraser=self._current_eraser, t=self._current_t0 - self._clock0,
+                            duration=time.monotonic() - self._current_t0)
         except Exception as e:   # never let a handler lose the drawing
             self._show_error(f"{type(e).__name__}: {e}")
 
@@ -506,11 +731,20 @@ class DrawingPad(W.VBox):
         if not files:
             return
         f = files[0] if isinstance(files, (tuple, list)) else next(iter(files.values()))
+        name = str(f.get("name") or "the uploaded file")
         try:
-            self.load_sketch(bytes(f["content"]))
-            self.save_label.value = f"loaded <code>{html.escape(str(f.get('name', 'sketch')))}</code>"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if name.lower().endswith(".json"):
+                    self.load_drawing(bytes(f["content"]), name=name)
+                else:
+                    self.load_sketch(bytes(f["content"]), name=name)
+            self.save_label.value = f"loaded <code>{html.escape(name)}</code>" + "".join(
+                f"<div style='color:#8a5300'>&#9888; {html.escape(str(w.message))}</div>" for w in caught)
+        except (SketchError, DrawingFileError) as e:   # their messages name the file and say what to do
+            self._show_error(str(e))
         except Exception as e:
-            self._show_error(f"could not load {f.get('name', 'the file')}: {e}")
+            self._show_error(f"could not load {name}: {type(e).__name__}: {e}")
         finally:
             try:
                 self.upload.value = ()
@@ -519,12 +753,19 @@ class DrawingPad(W.VBox):
 
     def _on_weight(self, c):
         self._proj_dirty.add(c)   # the neighbours do not depend on the weight: shadows stay
-        self._update(f"{_NICE[c]} weight")
+        if not self._quiet:
+            self._update(f"{_NICE[c]} weight")
 
     def _on_bank_change(self, what):
         self._proj_dirty |= set(COMPONENTS)
         self._shadow_stale |= set(COMPONENTS)
-        self._update(what)
+        if not self._quiet:
+            self._update(what)
+
+    def _on_tool(self, change):
+        """Each tool keeps its own width: store the old tool's, show the new one's."""
+        self._widths[change["old"]] = float(self.width_slider.value)
+        self.width_slider.value = self._widths[change["new"]]
 
     def _on_shadow_toggle(self):
         if self.shadow_toggle.value:
@@ -623,7 +864,7 @@ class DrawingPad(W.VBox):
     def _shadow(self, c: str, projection, sex: str) -> np.ndarray:
         """Like :meth:`DeepFaceDrawing.shadow`, but each bank row is decoded only once
         (one row at a time: a fixed batch shape, so Jittor compiles nothing new)."""
-        keep = shadow_weights(projection.weights) > 0
+        keep = shadow_weights(projection.weights) > 0   # the same neighbours whether normalised or not
         rows = projection.neighbours[keep]
         bank = self.model.banks[sex][c]
         decoded = []
@@ -637,7 +878,7 @@ class DrawingPad(W.VBox):
             decoded.append(d.astype(np.float32))
         if not decoded:
             return np.full((self.model.layout.crop_size(c),) * 2, PAPER, np.uint8)
-        return blend_shadow(np.stack(decoded), projection.weights[keep])
+        return blend_shadow(np.stack(decoded), projection.weights[keep], normalise=True)
 
     # ------------------------------------------------------------ drawing
     def _draw_stroke(self, layer, stroke: Stroke):
@@ -646,11 +887,15 @@ class DrawingPad(W.VBox):
         layer.global_composite_operation = "destination-out" if stroke.eraser else "source-over"
         layer.stroke_style = "#000"
         layer.fill_style = "#000"
-        layer.line_width = stroke.width * s
+        # The browser anti-aliases the eraser's edge too, so at the same width it would take
+        # only part of the ink's anti-aliased edge and leave a grey outline; one screen pixel
+        # more on each side clears everything the sketch's (binary) eraser clears.
+        grow = 2.0 if stroke.eraser else 0.0
+        layer.line_width = stroke.width * s + grow
         layer.line_cap = "round"
         layer.line_join = "round"
         if len(pts) == 1:
-            layer.fill_circle(pts[0][0], pts[0][1], max(stroke.width * s / 2, 0.75))
+            layer.fill_circle(pts[0][0], pts[0][1], max(stroke.width * s / 2, 0.75) + grow / 2)
         else:
             layer.stroke_lines(pts)
         layer.global_composite_operation = "source-over"
@@ -701,10 +946,16 @@ class DrawingPad(W.VBox):
             for c in PARTS:
                 b = self.model.layout.box(c)
                 layer.stroke_style = _BOX_COLOURS[c]
-                layer.fill_style = _BOX_COLOURS[c]
                 layer.global_alpha = 0.6
                 layer.stroke_rect(b.x * s, b.y * s, b.size * s, b.size * s)
-                layer.fill_text(_NICE[c], b.x * s + 3, b.y * s + 13)
+                # the label on a white plate: this layer lies above the ink, and the plate
+                # keeps the label readable where strokes cross it
+                layer.global_alpha = 0.8
+                layer.fill_style = "white"
+                layer.fill_rect(b.x * s + 2, b.y * s + 2, 7 * len(_NICE[c]) + 4, 14)
+                layer.global_alpha = 1.0
+                layer.fill_style = _BOX_COLOURS[c]
+                layer.fill_text(_NICE[c], b.x * s + 4, b.y * s + 13)
             layer.global_alpha = 1.0
             layer.set_line_dash([])
 
@@ -737,4 +988,39 @@ class DrawingPad(W.VBox):
         self.error_area.value = ""
 
 
-__all__ = ["DrawingPad", "Stroke", "default_model", "rasterize_stroke", "PARAMS_ENV"]
+_NOTE = ("<div class='dfd-pad-note dfd-pad-note-{uid}' style='color:#8a5300'>If no drawing pad shows just "
+         "above (JupyterLab says <i>Error displaying widget: model not found</i>), the notebook was reopened or "
+         "its kernel restarted: the pad lives in the kernel. <b>Run the cells again</b> (Run &#9656; Run All "
+         "Cells) to get it back.</div>")
+
+# Runs once where the outputs are trusted (the session that made them): finds this pad,
+# hides the note above, and scrolls the pad into view if it is not. It gives up after two
+# minutes (another front end, or the pad not rendered); it never throws.
+_SCROLL_JS = """
+(function () {
+  var started = Date.now();
+  function step() {
+    try {
+      var pad = document.querySelector(".dfd-pad-UID");
+      if (!pad || !pad.isConnected || pad.getBoundingClientRect().height === 0) {
+        if (Date.now() - started < 120000) { setTimeout(step, 250); }
+        return;
+      }
+      var note = document.querySelector(".dfd-pad-note-UID");
+      if (note) {
+        var box = note.closest(".jp-OutputArea-child") || note;
+        box.style.display = "none";
+      }
+      var canvas = pad.querySelector("canvas") || pad;
+      var r = canvas.getBoundingClientRect();
+      if (r.top < 0 || r.bottom > (window.innerHeight || document.documentElement.clientHeight)) {
+        pad.scrollIntoView({block: "start", inline: "nearest"});
+      }
+    } catch (e) { /* never disturb the notebook */ }
+  }
+  setTimeout(step, 0);
+})();
+"""
+
+
+__all__ = ["DrawingPad", "Stroke", "default_model", "rasterize_stroke"]

@@ -66,7 +66,8 @@ def standin_params_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def standin_model(standin_params_dir):
-    return dfd_kit.load(standin_params_dir)
+    # float32 explicitly: "auto" computes bf16 convolutions on CPUs that have them (tests/test_precision.py)
+    return dfd_kit.load(standin_params_dir, precision="fp32")
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """The drawing pad in a real browser: JupyterLab + Debian's Chromium driven by Playwright.
 
 Opens notebooks/05_draw_it_yourself.ipynb (a copy, in a temporary root), runs all cells,
-draws strokes with the mouse over the canvas and checks that the face updates and that
+checks that the pad is in view once they have run (no scrolling by the test), that the
+upload button reads its label (not "(0)") with a tooltip (not "null"), and that uploading a
+file that is not an image says so, naming the file; draws strokes with the mouse over the
+canvas and checks that the face updates and that
 the shadow guidance is painted under the ink; then kills the kernel and checks that, once
 the server has restarted it and the cells run again, the pad answers strokes. A screenshot is left in
 tests/artifacts/browser_widget.png (and JupyterLab's log next to it).
@@ -184,6 +187,68 @@ def _wait_for_first_face(page, lab):
                          + lab["log"].read_text()[-3000:])
 
 
+# Where the pad's canvas is, against the window: fully inside it or not.
+IN_VIEW_JS = """() => {
+  const c = document.querySelector('canvas.dfd-canvas');
+  if (!c) return null;
+  const r = c.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, height: window.innerHeight,
+          inView: r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight};
+}"""
+
+# What a student sees on the upload button: its tooltip, the label drawn after its text, and
+# how wide its own text (ipywidgets' "load sketch (0)") is rendered.
+UPLOAD_JS = """() => {
+  const b = document.querySelector('.dfd-pad .widget-upload');
+  let textWidth = 0;
+  for (const n of b.childNodes) {
+    if (n.nodeType === Node.TEXT_NODE) {
+      const r = document.createRange();
+      r.selectNodeContents(n);
+      textWidth += r.getBoundingClientRect().width;
+    }
+  }
+  return {title: b.getAttribute('title'), after: getComputedStyle(b, '::after').content,
+          textWidth, width: b.getBoundingClientRect().width};
+}"""
+
+
+def _wait_until_all_cells_ran(page):
+    """Every code cell has an execution count and the kernel is idle: Run All is over."""
+    page.wait_for_function(r"""() => {
+      const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
+      return prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.textContent));
+    }""", timeout=UPDATE_TIMEOUT_S * 1000)
+    page.wait_for_selector(".jp-StatusBar-Widget :text('| Idle')", timeout=UPDATE_TIMEOUT_S * 1000)
+
+
+def _check_polish(page):
+    """The pad in view after Run All, the upload button's label and tooltip, and an upload
+    error that names the file (issue 27, item 6)."""
+    _wait_until_all_cells_ran(page)
+    # The pad scrolls itself into view when it appears; give the page a moment to settle.
+    page.wait_for_function(f"() => {{ const v = ({IN_VIEW_JS})(); return v && v.inView; }}", timeout=10_000)
+    page.wait_for_timeout(1000)   # and it stays there: nothing scrolls it away afterwards
+    view = page.evaluate(IN_VIEW_JS)
+    assert view["inView"], f"after Run All the pad is out of sight: {view}"
+    note = page.locator(".dfd-pad-note")
+    assert note.count() == 1 and not note.is_visible(), "the reopened-notebook note shows beside a live pad"
+
+    upload = page.evaluate(UPLOAD_JS)
+    assert upload["title"] and upload["title"] != "null" and "PNG" in upload["title"], upload
+    assert upload["after"] == '"load sketch"', upload
+    assert upload["textWidth"] == 0 and upload["width"] > 40, f"the button shows its count: {upload}"
+
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        page.click(".dfd-pad .widget-upload")
+    chooser.value.set_files(files=[{"name": "not_a_sketch.png", "mimeType": "image/png",
+                                    "buffer": b"these bytes are not an image"}])
+    page.wait_for_selector(".dfd-error:has-text('not_a_sketch.png')", timeout=UPDATE_TIMEOUT_S * 1000)
+    error = page.inner_text(".dfd-error")
+    assert "not a valid image" in error and "BytesIO" not in error and " at 0x" not in error, error
+    assert "drawing is kept" in error, error
+
+
 def test_draw_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -199,6 +264,7 @@ def test_draw_in_jupyterlab(lab):
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             _run_all(page)
             _wait_for_first_face(page, lab)
+            _check_polish(page)
             canvas = page.locator("canvas.dfd-canvas")
             canvas.scroll_into_view_if_needed()
             page.wait_for_timeout(300)

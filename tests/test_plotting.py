@@ -8,6 +8,7 @@ API they use.
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import matplotlib
 
@@ -275,9 +276,9 @@ def test_plot_neighbours_shows_each_neighbour_with_its_weight_and_a_bar_chart(fa
     fig = P.plot_neighbours(decoded, p, crop=result.crops["mouth"])
     t = titles(fig)
     assert t[0] == "your drawing" and len(fig.axes) == 1 + len(p.neighbours) + 1
-    assert all(f"w = {w:+.2f}" in s for w, s in zip(p.weights, t[1:]))
+    assert all(f"a = {a:+.2f}" in s and "w =" not in s for a, s in zip(p.weights, t[1:]))   # a, not the part weight w
     bar = fig.axes[-1]
-    assert bar.get_ylabel() == "weight" and len(bar.patches) == len(p.neighbours)
+    assert bar.get_ylabel() == "weight a" and len(bar.patches) == len(p.neighbours)
 
 
 def test_projection_views_decode_raw_projected_and_blended(fake, result):
@@ -513,7 +514,92 @@ def test_tutorial_notebook_is_committed_clean_and_shaped_like_a_lesson(name):
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "clear the outputs before committing"
     assert cells[0]["cell_type"] == "markdown" and "What you will" in "".join(cells[0]["source"])
-    assert "## Summary" in "".join(cells[-1]["source"]) and "## Try it" in "".join(cells[-1]["source"])
+    # 01-04 and 06 end with an Exercises section (scripts/exercise_cells.py), the summary just before it
+    ex = next((i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises")), len(cells))
+    assert (ex < len(cells)) == (name != "00_quick_start")
+    summary = "".join(cells[ex - 1]["source"])
+    assert "## Summary" in summary and "## Try it" in summary
     first = "".join(code[0]["source"])
-    assert 'PARAMS = os.environ.get("DFD_PARAMS", "demo")' in first and "dfd_kit.load(PARAMS)" in first
+    # dfd_kit.load() reads $DFD_PARAMS itself: the notebooks do not repeat it
+    assert "DFD_PARAMS" not in first and ("dfd_kit.load()" in first or 'dfd_kit.load("cartoon")' in first)
     assert first.index("import dfd_kit") < first.index("dfd_kit.load")
+
+
+# ------------------------------------------------------------------ the projection effect
+
+def test_hard_examples_are_rough_held_out_sketches_with_their_photos_and_one_drawn_by_hand():
+    from dfd_kit.examples import hard_examples
+
+    exs = hard_examples(LAYOUT)
+    with_photo = [e for e in exs if e.photo is not None]
+    assert len(with_photo) == 6 and len(exs) == 7
+    for e in exs:
+        assert e.sketch.shape == (LAYOUT.size, LAYOUT.size) and e.sex in P.SEXES
+        assert 0.005 < (e.sketch < 128).mean() < 0.3          # a line drawing on white paper
+    assert all(e.photo.shape == (LAYOUT.size, LAYOUT.size, 3) and e.photo.std() > 20 for e in with_photo)
+
+
+class WeightShade:
+    """generate() paints the face grey level 100 + 50 * (mean part weight)."""
+    def generate(self, sketch, part_weights, sex="male", k=None, shadows=True):
+        level = 100 + 50 * np.mean(list(part_weights.values()))
+        return types.SimpleNamespace(image=np.full(sketch.shape + (3,), level, np.uint8))
+
+
+def test_projection_effect_measures_the_two_faces_apart_and_against_the_photo(sketch):
+    ex = [types.SimpleNamespace(name="a", sketch=sketch, sex="male", photo=np.full(sketch.shape + (3,), 110, np.uint8)),
+          types.SimpleNamespace(name="b", sketch=sketch, sex="female", photo=None)]
+    eff = P.projection_effect(WeightShade(), ex)
+    assert [e.name for e in eff] == ["a", "b"]
+    assert eff[0].difference == pytest.approx(50.0)
+    assert (eff[0].mae_w0, eff[0].mae_w1) == (pytest.approx(10.0), pytest.approx(40.0))
+    assert eff[1].mae_w0 is None and eff[1].photo is None
+    fig = P.plot_projection_effect(eff)
+    t = titles(fig)
+    assert "|w1 - w0|: mean 50.0" in t and "w = 0 (the drawing)\nerror to photo 10.0" in t
+    assert len(fig.axes) == 10
+
+
+def test_example_sketch_finds_the_hand_drawn_examples_by_name():
+    from dfd_kit.examples import HAND_DRAWN_DIR
+
+    s = example_sketch("hand2_female", LAYOUT)
+    assert s.shape == (LAYOUT.size, LAYOUT.size) and (s < 128).mean() > 0.005
+    ref = np.asarray(Image.open(HAND_DRAWN_DIR / "hand2_female.png").convert("L").resize((LAYOUT.size,) * 2))
+    assert np.abs(s.astype(int) - ref).mean() < 10        # that file, not another sketch
+    with pytest.raises(KeyError, match="hand1_male"):      # the error lists them too
+        example_sketch("no_such_face", LAYOUT)
+
+
+def test_projection_effect_summary_counts_the_faces_brought_closer(sketch):
+    photo = np.full(sketch.shape + (3,), 140, np.uint8)          # w = 1's grey (150) is closer than w = 0's (100)
+    ex = [types.SimpleNamespace(name=n, sketch=sketch, sex="male", photo=p) for n, p in (("a", photo), ("b", None))]
+    text = P.projection_effect_summary(P.projection_effect(WeightShade(), ex))
+    assert "over 2 sketches" in text and "differ by 50.0 grey levels" in text
+    assert "closer to the true photo for 1 of 1" in text and "40.0 -> 10.0: -75.0%" in text
+
+
+def test_weight_sweep_effect_splits_the_change_at_the_components_box():
+    size = LAYOUT.size
+    b = LAYOUT.box("mouth")
+    lo, hi = np.zeros((size, size, 3), np.uint8), np.zeros((size, size, 3), np.uint8)
+    hi[b.y:b.y + b.size, b.x:b.x + b.size] = 90                     # only the mouth's box changes
+    eff = P.weight_sweep_effect({("mouth", 0.0): lo, ("mouth", 1.0): hi, ("remainder", 0.0): lo,
+                                 ("remainder", 1.0): lo + 10}, LAYOUT)
+    assert eff["mouth"] == (pytest.approx(90.0), pytest.approx(0.0))
+    assert eff["remainder"] == (pytest.approx(10.0), 0.0)
+
+
+def test_plot_bank_pca_draws_your_sketch_on_top(fake, result):
+    marks = {"your sketch": result.latents, "after projection": result.latents}   # same spot
+    fig = P.plot_bank_pca(fake.banks, marks=marks, neighbours=result.neighbours)
+    by_label = {c.get_label(): c for c in fig.axes[0].collections}
+    star, cross = by_label["your sketch"], by_label["after projection"]
+    assert star.get_zorder() > max(c.get_zorder() for c in fig.axes[0].collections if c is not star)
+    assert star.get_sizes()[0] > cross.get_sizes()[0]
+
+
+def test_projection_effect_can_project_only_some_components(sketch):
+    ex = [types.SimpleNamespace(name="a", sketch=sketch, sex="male", photo=None)]
+    half = {"left_eye": 1.0, "right_eye": 1.0, "nose": 0.0, "mouth": 0.0, "remainder": 0.5}   # mean 0.5
+    assert P.projection_effect(WeightShade(), ex, projected=half)[0].difference == pytest.approx(25.0)

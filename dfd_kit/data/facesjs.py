@@ -632,7 +632,7 @@ def build_facesjs_dataset(out_dir, n: int, seed: int = 0, layout: Layout = DEMO_
     also used for small ``n``). ``accessories`` and ``colours``: see
     :func:`generate_faces`. Returns ``Path(out_dir)``.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
     out = Path(out_dir)
     (out / "photo").mkdir(parents=True, exist_ok=True)

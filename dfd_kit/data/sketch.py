@@ -385,7 +385,7 @@ def build_photo_dataset(photo_dir, out_dir, layout: Layout = DEMO_LAYOUT, sex_cs
     ``samples.csv`` (id,sex) and ``sources.csv`` (id,source: the original file,
     relative to photo_dir). Ids follow the sorted photo names. Returns ``Path(out_dir)``.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
     src_root = Path(photo_dir)
     if not src_root.is_dir():

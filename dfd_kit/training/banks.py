@@ -37,7 +37,7 @@ def encode_all(encoders, sketches: np.ndarray, layout, batch_size: int = 16, pro
     on its own sketch only). The last batch is padded to ``batch_size`` so one compiled
     shape serves every batch.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
     from .stage1 import stack_crops
 
@@ -125,7 +125,7 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
     """
     import json
 
-    from tqdm.auto import tqdm
+    from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
     from ..data import load_samples
     from ..errors import DFDError

@@ -322,7 +322,7 @@ class TrainingData:
         size = layout.size
         self.sketches = np.empty((len(index), size, size), np.uint8)
         self.photos = np.empty((len(index), size, size, 3), np.uint8) if photos else None
-        from tqdm.auto import tqdm
+        from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
         for row, i in enumerate(tqdm(index, desc="loading data", unit="pair", leave=False,
                                      disable=not (progress and is_main()))):
@@ -806,7 +806,7 @@ class Run:
     def loop(self, step_fn: Callable[[int], Dict[str, float]], figure_fn: Optional[Callable[[int], None]] = None,
              on_step: Optional[Callable[[int], None]] = None) -> str:
         """Run until the step or time budget is spent; returns "steps", "time" or ""."""
-        from tqdm.auto import tqdm
+        from ..progress import tqdm  # tqdm.auto, ending cleanly in notebooks
 
         c = self.cfg
         if self.finished():

@@ -33,6 +33,9 @@ import numpy as np
 from ..config import COMPONENTS, Layout
 from ..data import load_pair, load_samples
 from ..errors import DataError
+# The measures live in dfd_kit.measures since notebook 07 uses them too; imported here so
+# the model cards' code and `from dfd_kit.training.quality import stroke_distance` keep working.
+from ..measures import STROKE_DISTANCE_CAP, log_spectrum, spectral_distance, stroke_distance  # noqa: F401
 
 #: The demo's held-out set: 200 faces from a seed far from the training seed 0.
 HELDOUT_FACES = 200
@@ -45,77 +48,6 @@ ALL_OFF = {c: 0.0 for c in COMPONENTS}
 def mean_absolute_error(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |a - b| over pixels and channels, in 0-255 levels."""
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean())
-
-
-#: Strokes farther than this from any edge of the face count as this far (pixels at 256).
-STROKE_DISTANCE_CAP = 8
-
-
-def _distance_to(mask: np.ndarray, cap: int) -> np.ndarray:
-    """Chessboard distance of every pixel to the nearest True pixel of ``mask``, capped."""
-    from ..data.sketch import _max_filter
-
-    dist = np.full(mask.shape, float(cap))
-    reach = mask.astype(np.float64)
-    for d in range(cap):
-        dist[(reach > 0.5) & (dist == cap)] = d
-        reach = _max_filter(reach, 3)
-    return dist
-
-
-def stroke_distance(sketch: np.ndarray, image: np.ndarray, cap: int = STROKE_DISTANCE_CAP) -> float:
-    """How closely a generated face follows the sketch: the mean distance (pixels per 256
-    of image size, capped at ``cap``) from each stroke pixel of the sketch to the nearest
-    edge of the face, the edges found by the same line extractor that made the training
-    sketches. 0: every stroke lies on an edge of the face; a face that ignores a stroke
-    (a wide mouth drawn, a small one generated) scores high. A one-sided chamfer distance."""
-    from ..data.stylegan import photo_sketch
-
-    size = 256
-    sk = np.asarray(_resized(sketch, size))
-    ink = sk < 128
-    if not ink.any():
-        return 0.0
-    edges = photo_sketch(_resized(image, size)) < 128
-    return float(_distance_to(edges, cap)[ink].mean())
-
-
-def _resized(a: np.ndarray, size: int) -> np.ndarray:
-    """uint8 array resized to size x size (unchanged when it has that size)."""
-    from PIL import Image
-
-    a = np.asarray(a)
-    if a.shape[0] == size and a.shape[1] == size:
-        return a
-    return np.asarray(Image.fromarray(a).resize((size, size), Image.LANCZOS))
-
-
-def log_spectrum(image: np.ndarray, bins: int = 32) -> np.ndarray:
-    """float64 (bins,): the log power of a grey image's spectrum, averaged over rings of
-    frequency (0 to the Nyquist frequency)."""
-    g = np.asarray(image, np.float64)
-    g = g @ np.array([0.299, 0.587, 0.114]) if g.ndim == 3 else g
-    g = (g - g.mean()) * np.outer(np.hanning(g.shape[0]), np.hanning(g.shape[1]))
-    p = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
-    h, w = p.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot((yy - h // 2) / h, (xx - w // 2) / w) * 2  # 1 at the Nyquist frequency
-    ring = np.minimum((r * bins).astype(int), bins)
-    sums = np.bincount(ring.ravel(), p.ravel(), bins + 1)[:bins]
-    counts = np.bincount(ring.ravel(), minlength=bins + 1)[:bins]
-    return np.log10(sums / np.maximum(counts, 1) + 1e-6)
-
-
-def spectral_distance(generated: List[np.ndarray], photos: List[np.ndarray]) -> float:
-    """How photo-like a model's faces are: the mean absolute difference, in dB (10 log10),
-    between the average ring spectrum of the generated faces and that of the true photos,
-    over all frequencies. Blur (missing fine detail) and flat cartoon shading lower the
-    high frequencies; checkerboard artefacts raise some. 0 for the photos themselves.
-    Chosen because it needs no network trained elsewhere (FID needs Inception weights,
-    which cannot be downloaded here) and reads as one number per model."""
-    a = np.mean([log_spectrum(g) for g in generated], axis=0)
-    b = np.mean([log_spectrum(p) for p in photos], axis=0)
-    return float(10 * np.abs(a - b).mean())
 
 
 def mean_face(data_dir, layout: Layout, progress: bool = True) -> np.ndarray:

@@ -81,6 +81,24 @@ def reconstruction_loss(out: jt.Var, target: jt.Var, kind: str, ink_weight: floa
     return (e * w).sum() / w.sum()
 
 
+def stage1_step(enc, dec, opt, inputs: np.ndarray, targets: np.ndarray, layout, loss: str = "mse",
+                ink_weight: float = 0.0) -> Dict[str, float]:
+    """One optimisation step of the five auto-encoders on a batch: uint8 (B, size, size)
+    input sketches and the clean target sketches -> {component: loss, "total": their sum}.
+    One Adam step on the sum, so all ten networks move together (notebook 06's exercise
+    checks a learner's version against this one)."""
+    x = stack_crops(inputs, layout)
+    y = stack_crops(targets, layout)
+    losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), loss, ink_weight)
+              for c in COMPONENTS}
+    total = sum(losses.values())
+    opt.step(total)
+    jt.sync_all()
+    out = {c: v.item() for c, v in losses.items()}
+    out["total"] = total.item()
+    return out
+
+
 def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[Stage1Config] = None,
                  data: Optional[TrainingData] = None,
                  on_step: Optional[Callable[[int], None]] = None) -> StageResult:
@@ -107,16 +125,8 @@ def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
 
     def step_fn(step: int) -> Dict[str, float]:
         rows = sampler.next()
-        x = stack_crops(make_inputs(data, rows, step, cfg), layout)
-        y = stack_crops(data.sketches[rows], layout)
-        losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), cfg.loss, cfg.ink_weight)
-                  for c in COMPONENTS}
-        total = sum(losses.values())
-        opt.step(total)
-        jt.sync_all()
-        out = {c: v.item() for c, v in losses.items()}
-        out["total"] = total.item()
-        return out
+        return stage1_step(enc, dec, opt, make_inputs(data, rows, step, cfg), data.sketches[rows], layout,
+                           cfg.loss, cfg.ink_weight)
 
     vis_rows = np.arange(min(cfg.n_vis, len(data)))
 
@@ -168,5 +178,5 @@ def load_stage1(out_dir, config: Optional[ModelConfig] = None):
     return enc, dec
 
 
-__all__ = ["train_stage1", "load_stage1", "build_autoencoders", "reconstruct", "write_stage1_samples",
+__all__ = ["train_stage1", "stage1_step", "load_stage1", "build_autoencoders", "reconstruct", "write_stage1_samples",
            "stack_crops", "make_inputs", "reconstruction_loss"]
