@@ -29,13 +29,12 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: The CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 #: "auto" converts a model whose generator's residual blocks are at least this wide: the
-#: full-size model's (896 channels) gain 1.7x and more; the bundled 256 px models' (128)
-#: are bound by the passes between convolutions, not by arithmetic (bench/README.md).
+#: full-size model's (896 channels) generate twice as fast; the bundled 256 px models' (128)
+#: gain a few hundredths of a second, not worth faces that depend on the CPU (bench/README.md).
 AUTO_MIN_GENERATOR_WIDTH = 256
 #: A feature decoder converts only its last this many upsampling stages and its output conv:
-#: rounding in the early, small, wide stages is carried through every later one and took the
-#: stand-in model's images to 35 dB; with these two (three quarters of the decoders'
-#: arithmetic) they stay near 39 dB (bench/README.md).
+#: rounding in the early, small, wide stages is carried through every later one and cost the
+#: most PSNR, for a quarter of the decoders' arithmetic (bench/README.md).
 DECODER_STAGES = 2
 
 
