@@ -245,7 +245,7 @@ def main(argv=None) -> int:
         want, got = np.load(runs["fp32"][0]["images"]), np.load(runs["bf16"][0]["images"])
         summary["psnr_db"] = {name: psnr(got[name], want[name]) for name in want.files}
         if official_present(a.official):
-            off = run([ "-c", _OFFICIAL_CHILD, str(Path(a.official).resolve()), str(params), str(SKETCH),
+            off = run(["-c", _OFFICIAL_CHILD, str(Path(a.official).resolve()), str(params), str(SKETCH),
                        str(a.repeats)], env_isa)
             summary["official"] = off
         report["settings"][isa] = {"summary": summary, "runs": runs}
@@ -262,7 +262,8 @@ def print_setting(isa: str, s: dict, official) -> None:
     print(f"\n== {isa} (oneDNN {'capped at ' + isa if isa != 'native' else 'as this CPU allows'}) ==")
     print(f"bf16 ran as: {', '.join(b['ran'])}" + (f"  ({b['warnings'][0]})" if b["warnings"] else ""))
     print(f"{'':24}{'fp32':>10}{'bf16':>10}{'fp32/bf16':>11}")
-    for key, label in (("no_shadows_s", "no shadows (s)"), ("shadows_s", "shadows (s)"), ("stroke_s", "pad stroke (s)")):
+    rows = (("no_shadows_s", "no shadows (s)"), ("shadows_s", "shadows (s)"), ("stroke_s", "pad stroke (s)"))
+    for key, label in rows:
         if key in f and key in b:
             print(f"{label:24}{f[key]:>10.3f}{b[key]:>10.3f}{f[key] / b[key]:>10.2f}x")
     print(f"{'peak RSS (GiB)':24}{f['peak_rss_gib']:>10.2f}{b['peak_rss_gib']:>10.2f}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import jittor as jt
+import numpy as np
 from jittor import nn
 
 
@@ -701,11 +702,9 @@ def reduced(weight: jt.Var) -> bool:
     return weight.dtype == REDUCED_DTYPE
 
 
-def bf16_bits(a) -> "np.ndarray":
+def bf16_bits(a) -> np.ndarray:
     """float32 array -> uint16 array of the bfloat16 values nearest to it (ties to even),
     as raw bits: numpy has no bfloat16 type, oneDNN and Jittor read these bits as one."""
-    import numpy as np
-
     u = np.ascontiguousarray(a, np.float32).view(np.uint32)
     # adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; weights are finite
     return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
@@ -713,8 +712,6 @@ def bf16_bits(a) -> "np.ndarray":
 
 def from_bf16_bits(bits) -> jt.Var:
     """uint16 array of bfloat16 bits (:func:`bf16_bits`) -> a bfloat16 Var holding them."""
-    import numpy as np
-
     bits = np.ascontiguousarray(bits, np.uint16)
     return jt.code(bits.shape, REDUCED_DTYPE, [jt.array(bits)], cpu_header="#include <cstring>",
                    cpu_src="std::memcpy(out0_p, in0_p, in0->size);")
@@ -772,8 +769,6 @@ def reduced_conv(x: jt.Var, weight: jt.Var, transposed: bool = False, stride=(1,
     float32. x (N, C, H, W), or (N, H, W, C) with ``nhwc_in``; the weight (O, C, KH, KW), or
     (C, O, KH, KW) transposed; the result (N, O, OH, OW), or channels last with ``nhwc_out``.
     Symmetric zero padding; ``output_padding`` (transposed only) extends the bottom and right."""
-    import numpy as np
-
     if nhwc_in:
         n, h, w, c = x.shape
     else:
@@ -851,10 +846,10 @@ _REDUCED_WARNED: list = []
 
 
 def reduced_kernels_work() -> bool:
-    """True where oneDNN runs every bf16 convolution the networks use here: a small one of
-    each kind (channels last, strided, transposed, to a blocked or plain layout) compiled, ran
-    and agreed with float32. Where not -- a oneDNN without bf16 kernels for this CPU, a compile
-    error -- warn once and return False: the caller stays in float32."""
+    """True where oneDNN runs every kind of bf16 convolution the networks use here: a small
+    one of each (channels last, strided, transposed) compiled, ran and agreed with numpy. Where
+    not -- a oneDNN without bf16 kernels for this CPU, a compile error -- warn once and return
+    False: the caller stays in float32."""
     if not _REDUCED_KERNELS:
         ok, why = not jt.flags.use_cuda and _onednn_kernels_compile(), "dfd_kit's oneDNN kernels are not available"
         if ok:
@@ -889,8 +884,6 @@ def _reduced_error(e: Exception) -> str:
 def _check_reduced_kernels():
     """(ok, why not): each kind of bf16 convolution on a small random problem, against numpy
     (no Jittor convolution: that would compile kernels nothing else needs)."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
     cases = [  # (weight shape, transposed, stride, padding, output padding)
@@ -917,8 +910,6 @@ def _check_reduced_kernels():
 
 def _reference_conv(x, w, transposed: bool, s: int, p: int, out_pad: int):
     """A plain numpy convolution of x (C, H, W): w (O, C, K, K), or transposed (C, O, K, K)."""
-    import numpy as np
-
     c, h, wd = x.shape
     k = w.shape[2]
     if transposed:

@@ -35,7 +35,6 @@ def psnr(a, b) -> float:
 
 
 def bf16_works() -> bool:
-    import jittor as jt  # noqa: F401  (dfd_kit configured it)
     from dfd_kit import fused
 
     with warnings.catch_warnings():
