@@ -213,9 +213,10 @@ def main(argv=None) -> int:
         from dfd_kit.standin import write_standin_params
 
         params = write_standin_params(STANDIN)
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    from dfd_kit.precision import BF16_CPU_FLAGS, cpu_flags
+
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": os.getloadavg(),
-               "bf16_flags": sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()})}
+               "bf16_flags": sorted(set(BF16_CPU_FLAGS) & cpu_flags())}
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, CPU bf16 flags {machine['bf16_flags'] or 'none'}, "
           f"load average {machine['load_avg_start'][0]:.1f}")
     report = {"machine": machine, "params": str(params), "settings": {}}

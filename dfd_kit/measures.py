@@ -43,6 +43,11 @@ Box = Tuple[int, int, int]
 # lines and edges
 # ---------------------------------------------------------------------------------------
 
+def mean_absolute_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a - b| over pixels and channels, in 0-255 levels."""
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean())
+
+
 def _resized(a: np.ndarray, size: int) -> np.ndarray:
     """uint8 array resized to size x size (unchanged when it has that size)."""
     from PIL import Image

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .config import COMPONENTS, PARTS, Layout
 from .manifold import Projection, blend, project_to_manifold
+from .measures import mean_absolute_error
 
 SEXES = ("male", "female")
 COMPONENT_COLOURS = {"left_eye": "tab:blue", "right_eye": "tab:cyan", "nose": "tab:green",
@@ -188,10 +189,6 @@ class ProjectionEffect(NamedTuple):
     mae_w1: Optional[float] = None
 
 
-def _mae(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
-
-
 def projection_effect(model, examples, k: Optional[int] = None,
                       projected: Optional[Mapping[str, float]] = None) -> list:
     """:class:`ProjectionEffect` for each of ``examples`` (:func:`dfd_kit.examples.hard_examples`
@@ -200,11 +197,11 @@ def projection_effect(model, examples, k: Optional[int] = None,
     out = []
     ones = dict(projected) if projected is not None else {c: 1.0 for c in COMPONENTS}
     for ex in examples:
-        faces = [model.generate(ex.sketch, ws, sex=ex.sex, k=k, shadows=False).image
+        faces = [model.generate(ex.sketch, ws, sex=ex.sex, k=k, shadows=False, keep_features=False).image
                  for ws in ({c: 0.0 for c in COMPONENTS}, ones)]
         photo = getattr(ex, "photo", None)
-        maes = (None, None) if photo is None else tuple(_mae(f, photo) for f in faces)
-        out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], _mae(faces[0], faces[1]), photo, *maes))
+        maes = (None, None) if photo is None else tuple(mean_absolute_error(f, photo) for f in faces)
+        out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], mean_absolute_error(faces[0], faces[1]), photo, *maes))
     return out
 
 

@@ -541,7 +541,7 @@ def test_hard_examples_are_rough_held_out_sketches_with_their_photos_and_one_dra
 
 class WeightShade:
     """generate() paints the face grey level 100 + 50 * (mean part weight)."""
-    def generate(self, sketch, part_weights, sex="male", k=None, shadows=True):
+    def generate(self, sketch, part_weights, sex="male", k=None, shadows=True, keep_features=True):
         level = 100 + 50 * np.mean(list(part_weights.values()))
         return types.SimpleNamespace(image=np.full(sketch.shape + (3,), level, np.uint8))
 

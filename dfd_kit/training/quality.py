@@ -35,7 +35,8 @@ from ..data import load_pair, load_samples
 from ..errors import DataError
 # The measures live in dfd_kit.measures since notebook 07 uses them too; imported here so
 # the model cards' code and `from dfd_kit.training.quality import stroke_distance` keep working.
-from ..measures import STROKE_DISTANCE_CAP, log_spectrum, spectral_distance, stroke_distance  # noqa: F401
+from ..measures import (STROKE_DISTANCE_CAP, log_spectrum, mean_absolute_error, spectral_distance,  # noqa: F401
+                        stroke_distance)
 
 #: The demo's held-out set: 200 faces from a seed far from the training seed 0.
 HELDOUT_FACES = 200
@@ -43,11 +44,6 @@ HELDOUT_SEED = 12345
 
 ALL_ON = {c: 1.0 for c in COMPONENTS}
 ALL_OFF = {c: 0.0 for c in COMPONENTS}
-
-
-def mean_absolute_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean |a - b| over pixels and channels, in 0-255 levels."""
-    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean())
 
 
 def mean_face(data_dir, layout: Layout, progress: bool = True) -> np.ndarray:
