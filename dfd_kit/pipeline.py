@@ -472,6 +472,10 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
     'float16' or 'int8', see :func:`~dfd_kit.loading.write_bank`)."""
     from .loading import atomic_write, official_state, write_bank, write_checkpoint
 
+    if model.precision != "fp32":
+        raise ConfigError(f"this model was loaded with precision={model.precision!r}: its generator and feature "
+                          "decoders hold weights rounded to bfloat16, and saving them would keep that loss for "
+                          "good. Load the Params again with precision='fp32' and save that model.")
     root = Path(params_dir)
     root.mkdir(parents=True, exist_ok=True)
     bank_type = bank_dtype or ("float16" if np.dtype(dtype) == np.float16 else "float32")

@@ -792,3 +792,84 @@ def plot_tradeoff_faces(tradeoff, sketch: str) -> Figure:
 
 
 __all__ += ["plot_tradeoff", "plot_tradeoff_faces"]
+
+
+# ---------------------------------------------------------------------------------------
+# 05: the pad's lens, on paper (the same data as the live panels, dfd_kit.inspector)
+# ---------------------------------------------------------------------------------------
+
+def plot_stage_view(view, title: Optional[str] = None) -> Figure:
+    """One component through every stage (a :class:`dfd_kit.inspector.StageView`), as the
+    pad's inspector shows it: the crop, its reconstruction and the projected point decoded;
+    the K neighbours with their locally-linear weights; a few feature-map channels, the
+    face map and the face with the part's box."""
+    k = len(view.neighbours)
+    ncols = max(k, 2 + len(view.channels), 3)
+    fig = plt.figure(figsize=(1.25 * ncols, 6.3), layout="constrained")
+    rows = fig.subfigures(4, 1, height_ratios=[1.25, 1.0, 0.7, 1.25])
+    blank = np.full((8, 8), 255, np.uint8)
+
+    top = rows[0].subplots(1, 3)
+    for ax, img, t in zip(top, [view.crop, view.reconstruction, view.projected_sketch],
+                          ["crop (encoder input)", "reconstruction\nof its latent", "projected point\n(w = 1), decoded"]):
+        show_image(ax, img if img is not None else blank, t)
+    rows[0].suptitle(f"1 · embedding: {view.component}" + (f" (frozen: {', '.join(view.frozen)})" if view.frozen
+                                                            else ""), fontsize=10)
+    neigh = rows[1].subplots(1, k, squeeze=False)[0]
+    for i, ax in enumerate(neigh):
+        img = view.neighbour_sketches[i] if view.neighbour_sketches is not None else blank
+        show_image(ax, img, f"#{view.neighbours[i]}")
+    rows[1].suptitle(f"2 · projection: the K = {k} nearest bank sketches", fontsize=10)
+    bar = rows[2].subplots(1, 1)
+    w = np.asarray(view.weights)
+    bar.bar(np.arange(k), w, color=np.where(w < 0, "tab:red", "tab:blue"))
+    bar.axhline(0, color="k", lw=0.6)
+    bar.set_xticks(np.arange(k), [f"#{r}" for r in view.neighbours], fontsize=7)
+    bar.set_xlim(-0.5, k - 0.5)
+    bar.set_ylabel("weight a", fontsize=8)
+    bar.set_title(f"their locally-linear weights (sum {w.sum():.2f}); the face uses w = {view.weight:.2f}",
+                  fontsize=9)
+    bottom = rows[3].subplots(1, len(view.channels) + 2)
+    lo, hi = float(view.channels.min()), float(view.channels.max())
+    for ax, ch, i in zip(bottom, view.channels, view.channel_ids):
+        ax.imshow(ch, cmap="viridis", vmin=lo, vmax=hi)
+        ax.set_title(f"channel {i}", fontsize=8)
+        ax.axis("off")
+    x, y, s = view.box
+    bottom[-2].imshow(view.face_map, cmap="viridis")
+    bottom[-2].add_patch(plt.Rectangle((x - 0.5, y - 0.5), s, s, fill=False, ec="white", lw=1.5))
+    bottom[-2].set_title("face map", fontsize=8)
+    bottom[-2].axis("off")
+    show_image(bottom[-1], view.face, "the face")
+    rows[3].suptitle("3 · feature mapping (the part's channels, its place) · 4 · synthesis", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _done(fig)
+
+
+def plot_manifold_map(bank_map, latent: np.ndarray, projection: Projection, component: str,
+                      picked: Optional[int] = None) -> Figure:
+    """The pad's manifold map on paper: one bank in 2-D (a :class:`dfd_kit.inspector.BankMap`),
+    the drawing's latent (star), its K neighbours (rings), the projected point (cross) and,
+    optionally, a picked bank row (orange ring)."""
+    fig, axes = _grid(1, 1, 4.4)
+    ax = axes[0, 0]
+    xy = bank_map.xy
+    ax.scatter(xy[:, 0], xy[:, 1], s=9, c="#9aa7b8", lw=0, label=f"bank ({len(xy)} sketches)")
+    n = xy[np.asarray(projection.neighbours)]
+    ax.scatter(n[:, 0], n[:, 1], s=70, facecolors="none", edgecolors="k", lw=1.2, label=f"K = {len(n)} nearest")
+    if picked is not None:
+        ax.scatter(*xy[picked], s=140, facecolors="none", edgecolors="#ff7f0e", lw=2.2, label=f"picked #{picked}")
+    p = bank_map.place(projection.projected)
+    ax.scatter(*p, s=140, marker="X", c="tab:red", edgecolors="white", lw=0.8, zorder=11, label="projected")
+    z = bank_map.place(latent)
+    ax.scatter(*z, s=320, marker="*", c="k", edgecolors="white", lw=1.4, zorder=12, label="your drawing")
+    e = bank_map.explained
+    ax.set_title(f"{component}: the bank on its first two principal axes", fontsize=10)
+    ax.set_xlabel(f"PC 1 ({e[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({e[1]:.0%})")
+    ax.legend(fontsize=7, loc="best")
+    return _done(fig)
+
+
+__all__ += ["plot_stage_view", "plot_manifold_map"]

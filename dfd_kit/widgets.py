@@ -30,6 +30,12 @@ face stroke by stroke; ``pad.save_drawing(path)`` writes the drawing as JSON (st
 component weights, K, sex, the model's name and Params hash) and
 ``DrawingPad.load_drawing(path, model=...)`` opens it in a new pad (``pad.load_drawing``
 loads it into an existing one) with the same face. See :mod:`dfd_kit.drawing`.
+
+Two toggles open the lens on the model (:mod:`dfd_kit.inspector`), both off by default:
+**inspect** shows every stage for the component under the last stroke (``pad.freeze`` /
+``pad.unfreeze`` pin a stage), **manifold map** the component's bank in 2-D with the
+drawing's latent, its neighbours and the projected point (``pad.use_bank_sample`` puts a
+bank sketch in place of the part).
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ from PIL import Image
 from .components import components_touched
 from .config import COMPONENTS, PARTS
 from .drawing import PAPER, Drawing, Stroke, fit_to_size, rasterize_stroke, read_drawing, write_drawing
-from .errors import DrawingFileError, DrawingModelWarning, SketchError
+from .errors import ConfigError, DrawingFileError, DrawingModelWarning, SketchError
 from .manifold import blend_shadow, shadow_weights
 
 
@@ -212,11 +218,18 @@ class DrawingPad(W.VBox):
         self.timings: Dict[str, float] = {}
         self.error: Optional[str] = None
         self.last_saved: Optional[tuple] = None
+        # the lens (stage inspector, manifold map): made when first shown, so the plain pad
+        # neither builds nor imports them
+        self._pins: Dict[Tuple[str, str], object] = {}   # (stage, component) -> pinned output
+        self.last_component = "left_eye"   # the component under the last stroke
+        self.inspector = None
+        self.manifold_map = None
+        self.lens_latency: Optional[float] = None
         self.stats = {"encoded": Counter(), "projected": Counter(), "shadowed": Counter(),
                       "decoded_rows": Counter(), "feature_decoded": Counter(), "generated": 0, "updates": 0}
 
         self._build_ui(width, eraser_width, folder, sex, k, shadows, shadow_opacity, show_boxes)
-        super().__init__([self._top, self.error_area, self._style])
+        super().__init__([self._top, self._lens_box, self.error_area, self._style])
         self.add_class("dfd-pad")
         self.add_class(f"dfd-pad-{self._uid}")   # lets the display's script find this pad
         self._draw_boxes()
@@ -320,6 +333,15 @@ class DrawingPad(W.VBox):
         self.opacity_slider.observe(lambda ch: self._draw_shadow_layer(), "value")
         self.error_area = W.HTML(value="")
         self.error_area.add_class("dfd-error")
+        self.inspect_toggle = W.ToggleButton(value=False, description="inspect", icon="search", layout=b,
+                                             tooltip="show every stage for one component, live")
+        self.inspect_toggle.add_class("dfd-inspect-toggle")
+        self.map_toggle = W.ToggleButton(value=False, description="manifold map", icon="braille", layout=b,
+                                         tooltip="show the component's feature bank in 2-D, live")
+        self.map_toggle.add_class("dfd-map-toggle")
+        self.inspect_toggle.observe(lambda ch: self._on_lens_toggle(), "value")
+        self.map_toggle.observe(lambda ch: self._on_lens_toggle(), "value")
+        self._lens_box = W.VBox([])
 
         tools = W.HBox([self.tool, self.width_slider])
         edit = W.HBox([self.undo_button, self.redo_button, self.clear_button, self.boxes_toggle, self.upload])
@@ -329,7 +351,8 @@ class DrawingPad(W.VBox):
                         W.HTML("<b>component weights</b><br><small>1 = follow the data, 0 = follow your drawing</small>"),
                         *self.weight_sliders.values(),
                         W.HBox([self.sex_toggle]), self.k_slider,
-                        W.HBox([self.shadow_toggle, self.opacity_slider])],
+                        W.HBox([self.shadow_toggle, self.opacity_slider]),
+                        W.HBox([self.inspect_toggle, self.map_toggle])],
                        layout=W.Layout(width=f"{max(F, 320)}px"))
         self._top = W.HBox([left, right], layout=W.Layout(flex_flow="row wrap", grid_gap="12px"))
         self._sync_buttons()
@@ -361,6 +384,16 @@ class DrawingPad(W.VBox):
         return int(self.k_slider.value)
 
     @property
+    def frozen(self) -> frozenset:
+        """The pinned stages, as {(stage, component), ...} (see :meth:`freeze`)."""
+        return frozenset(self._pins)
+
+    @property
+    def has_decoders(self) -> bool:
+        """Whether the model has its sketch decoders (shadows, the inspector's sketches)."""
+        return bool(getattr(self.model, "sketch_decoders", None))
+
+    @property
     def timeline(self) -> List[dict]:
         """The strokes of the drawing, in order, with their times: one dict per stroke with
         ``t`` (seconds since the pad opened when the pen went down), ``duration``, ``tool``,
@@ -388,6 +421,142 @@ class DrawingPad(W.VBox):
         for s in self._strokes:
             rasterize_stroke(img, s)
         self._img = img
+
+    # ---------------------------------------------------------- the lens
+    def freeze(self, stage: str, component: Optional[str] = None):
+        """Pin one stage's current output for one component (default: the inspector's):
+        ``"embedding"`` (the latent: new strokes in the part change nothing after the
+        encoder), ``"projection"`` (the blended vector: neither strokes nor its weight
+        slider move it) or ``"mapping"`` (its feature map). The face is regenerated, and
+        from then on only the stages downstream of the pin follow the drawing's other
+        changes. :meth:`unfreeze` lets go. The drawing itself is not touched."""
+        from .inspector import check_component, check_stage
+
+        stage = check_stage(stage)
+        c = check_component(component or self._lens_component())
+        if self.result is None:
+            raise ConfigError("nothing generated yet: draw something first, then freeze a stage")
+        if stage == "embedding":
+            value = np.array(self._latents[c], np.float32)
+        elif stage == "projection":
+            p = self._proj[c]
+            value = type(p)(p.neighbours.copy(), p.distances.copy(), p.weights.copy(), p.projected.copy(),
+                            p.vector.copy())
+        else:
+            value = self._feature_maps[c][1]
+        self._pins[(stage, c)] = value
+        self._lens_changed(c, "freeze")
+
+    def unfreeze(self, stage: Optional[str] = None, component: Optional[str] = None):
+        """Let go of pinned stages: one (``stage`` of ``component``), all of a stage or of a
+        component, or every pin (no arguments); the face follows the drawing again."""
+        from .inspector import check_component, check_stage
+
+        stage = None if stage is None else check_stage(stage)
+        component = None if component is None else check_component(component)
+        gone = [key for key in self._pins if stage in (None, key[0]) and component in (None, key[1])]
+        for key in gone:
+            del self._pins[key]
+            if key[0] == "mapping":   # its cache entry holds the pinned map
+                self._feature_maps.pop(key[1], None)
+            elif key[0] == "embedding":   # the pad's latent is the pinned one: encode the crop again
+                self._latents.pop(key[1], None)
+        for c in {key[1] for key in gone}:
+            self._lens_changed(c, "unfreeze")
+
+    def use_bank_sample(self, component: str, row: int):
+        """Put bank sample ``row`` (of the current sex's bank) in place of ``component``:
+        its projection stage is pinned to that sample's latent, as if the drawing projected
+        exactly onto it. :meth:`unfreeze` ``("projection", component)`` goes back."""
+        from .inspector import check_component
+        from .manifold import Projection
+
+        c = check_component(component)
+        bank = self.model.banks[self.sex][c]
+        if not 0 <= int(row) < len(bank):
+            raise ConfigError(f"bank row must be between 0 and {len(bank) - 1}, not {row}")
+        v = np.asarray(bank[int(row)], np.float32)
+        latent = self._latents.get(c)
+        d = np.float32(((latent - v) ** 2).sum()) if latent is not None else np.float32(0)
+        self._pins[("projection", c)] = Projection(np.array([int(row)], np.int32), np.array([d], np.float32),
+                                                   np.array([1.0]), v.copy(), v.copy())
+        self._lens_changed(c, f"{_NICE[c]} from bank #{int(row)}")
+
+    def decode_rows(self, component: str, sex: str, rows) -> np.ndarray:
+        """Bank rows -> decoded sketches (N, S, S) in about [-1, 1], each row decoded once
+        (one at a time: a fixed batch shape, so Jittor compiles nothing new) and kept in
+        the model's row cache, which the shadows share."""
+        bank = self.model.banks[sex][component]
+        out = []
+        for r in rows:
+            key = (sex, component, int(r))
+            d = self._rows.get(key)
+            if d is None:
+                d = self.model.decode_neighbours(component, bank[int(r)][None])[0]
+                self._rows.put(key, d)
+                self.stats["decoded_rows"][component] += 1
+            out.append(d.astype(np.float32))
+        size = self.model.layout.crop_size(component)
+        return np.stack(out) if out else np.zeros((0, size, size), np.float32)
+
+    def _component_under_last_stroke(self, touched) -> str:
+        """Of the touched components, the part whose box holds most of the last stroke
+        (the boxes overlap: a mouth stroke may touch the nose box), ties going to the box
+        whose centre is nearest the stroke's; the remainder if no part was touched."""
+        parts = [c for c in PARTS if c in touched]
+        if not parts or not self._strokes:
+            return parts[0] if parts else "remainder"
+        pts = np.asarray(self._strokes[-1].points, np.float64).reshape(-1, 2)
+        # points every pixel or so along the stroke, so that a long straight segment counts
+        steps = [np.linspace(a, b, max(2, int(np.hypot(*(b - a))) + 1)) for a, b in zip(pts[:-1], pts[1:])]
+        pts = np.concatenate(steps) if steps else pts
+        centre = pts.mean(axis=0)
+
+        def score(c):
+            b = self.model.layout.box(c)
+            inside = ((pts[:, 0] >= b.x) & (pts[:, 0] < b.x + b.size) &
+                      (pts[:, 1] >= b.y) & (pts[:, 1] < b.y + b.size)).sum()
+            return int(inside), -float(np.hypot(*(centre - (b.x + b.size / 2, b.y + b.size / 2))))
+        return max(parts, key=score)
+
+    def _lens_component(self) -> str:
+        if self.inspector is not None:
+            return self.inspector.component
+        return self.last_component
+
+    def _lens_changed(self, c: str, why: str):
+        self._proj_dirty.add(c)
+        self._shadow_stale.add(c)
+        self._update(why)
+
+    def _on_lens_toggle(self):
+        from .inspector import ManifoldMap, StageInspector
+
+        try:
+            if self.inspect_toggle.value and self.inspector is None:
+                self.inspector = StageInspector(self)
+            if self.map_toggle.value and self.manifold_map is None:
+                self.manifold_map = ManifoldMap(self)
+        except Exception as e:   # e.g. ipympl missing: the pad keeps working
+            self._show_error(f"could not open the panel: {type(e).__name__}: {e}")
+        self._lens_box.children = tuple(
+            p.widget for p, on in ((self.inspector, self.inspect_toggle.value),
+                                   (self.manifold_map, self.map_toggle.value)) if p is not None and on)
+        self._refresh_lens()
+
+    def _refresh_lens(self):
+        """Bring the shown panels up to date (after the face and the shadows)."""
+        a = time.perf_counter()
+        shown = [p for p, on in ((self.inspector, self.inspect_toggle.value),
+                                 (self.manifold_map, self.map_toggle.value)) if p is not None and on]
+        if not shown:
+            return
+        try:
+            for p in shown:
+                p.refresh()
+        except Exception as e:
+            self._show_error(f"inspector failed: {type(e).__name__}: {e}")
+        self.lens_latency = time.perf_counter() - a
 
     # --------------------------------------------------- public drawing API
     def add_stroke(self, points: Iterable[Sequence[float]], width: Optional[float] = None,
@@ -787,6 +956,8 @@ class DrawingPad(W.VBox):
                 touched = set(COMPONENTS)
             else:
                 touched = components_touched(self._enc_sketch, sketch, m.layout)
+                # a latent let go of by unfreeze("embedding") is encoded again from the crop
+                touched = set(touched) | {c for c in COMPONENTS if c not in self._latents}
             reproject = set(touched) | self._proj_dirty
             if not reproject and self.result is not None:
                 self.latency = time.perf_counter() - t0
@@ -801,6 +972,9 @@ class DrawingPad(W.VBox):
                 latents.update(m.encode(todo))
                 crops.update(todo)
                 self.stats["encoded"].update(todo.keys())
+            for (stage, c), pinned in self._pins.items():
+                if stage == "embedding":   # the crop follows the drawing, the latent does not
+                    latents[c] = pinned
             t["encode"] = time.perf_counter() - a
             a = time.perf_counter()
             proj = dict(self._proj)
@@ -808,6 +982,11 @@ class DrawingPad(W.VBox):
             order = [c for c in COMPONENTS if c in reproject]
             proj.update(m.project({c: latents[c] for c in order}, w, self.sex, self.k))
             self.stats["projected"].update(order)
+            for (stage, c), pinned in self._pins.items():
+                if stage == "projection":
+                    proj[c] = pinned
+                elif stage == "mapping":   # the cache hands the pinned map to whatever vector comes
+                    self._feature_maps[c] = (np.array(proj[c].vector, np.float32), pinned)
             t["project"] = time.perf_counter() - a
             a = time.perf_counter()
             res = GenerationResult(sketch, crops, latents, proj, w, self.sex, self.k)
@@ -825,6 +1004,8 @@ class DrawingPad(W.VBox):
             self.latency = time.perf_counter() - t0
             self.timings = t
             self.stats["updates"] += 1
+            if touched and len(touched) < len(COMPONENTS):   # a stroke, not a load or a clear
+                self.last_component = self._component_under_last_stroke(touched)
             self._clear_error()
             self._set_status(why, touched)
         except Exception as e:
@@ -835,6 +1016,7 @@ class DrawingPad(W.VBox):
             if self._update_shadows():
                 self._draw_shadow_layer()
             self._set_status(why, touched)
+        self._refresh_lens()
 
     def _update_shadows(self) -> bool:
         """Recompute the shadows of the components whose projection changed, then compose.
@@ -865,20 +1047,10 @@ class DrawingPad(W.VBox):
         """Like :meth:`DeepFaceDrawing.shadow`, but each bank row is decoded only once
         (one row at a time: a fixed batch shape, so Jittor compiles nothing new)."""
         keep = shadow_weights(projection.weights) > 0   # the same neighbours whether normalised or not
-        rows = projection.neighbours[keep]
-        bank = self.model.banks[sex][c]
-        decoded = []
-        for r in rows:
-            key = (sex, c, int(r))
-            d = self._rows.get(key)
-            if d is None:
-                d = self.model.decode_neighbours(c, bank[int(r)][None])[0]
-                self._rows.put(key, d)
-                self.stats["decoded_rows"][c] += 1
-            decoded.append(d.astype(np.float32))
-        if not decoded:
+        if not keep.any():
             return np.full((self.model.layout.crop_size(c),) * 2, PAPER, np.uint8)
-        return blend_shadow(np.stack(decoded), projection.weights[keep], normalise=True)
+        decoded = self.decode_rows(c, sex, projection.neighbours[keep])
+        return blend_shadow(decoded, projection.weights[keep], normalise=True)
 
     # ------------------------------------------------------------ drawing
     def _draw_stroke(self, layer, stroke: Stroke):

@@ -5,9 +5,12 @@ checks that the pad is in view once they have run (no scrolling by the test), th
 upload button reads its label (not "(0)") with a tooltip (not "null"), and that uploading a
 file that is not an image says so, naming the file; draws strokes with the mouse over the
 canvas and checks that the face updates and that
-the shadow guidance is painted under the ink; then kills the kernel and checks that, once
-the server has restarted it and the cells run again, the pad answers strokes. A screenshot is left in
-tests/artifacts/browser_widget.png (and JupyterLab's log next to it).
+the shadow guidance is painted under the ink; opens the stage inspector, draws a stroke and
+sees its panels change; opens the manifold map, clicks a bank point and sees the face change
+after "use it"; saves the drawing; then kills the kernel and checks that, once the server has
+restarted it and the cells run again, the fresh pad opens the saved drawing with the same face,
+pixel for pixel, and answers strokes. Screenshots are left in tests/artifacts/browser_widget.png,
+browser_inspector.png and browser_manifold_map.png (and JupyterLab's log next to them).
 
 The model is $DFD_PARAMS (the root conftest sets it), else Params/demo when present, else
 a randomly initialised demo-size model saved into a temporary folder; the notebook's
@@ -137,6 +140,74 @@ def _draw(page, box, points, scale):
     for p in points[1:]:
         page.mouse.move(*at(p), steps=4)
     page.mouse.up()
+
+
+# A checksum of an image element's pixels (FNV-1a over RGBA): the same picture, the same number.
+PIXEL_HASH_JS = """(sel) => {
+  const img = document.querySelector(sel);
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let h = 2166136261;
+  for (let i = 0; i < d.length; i++) { h ^= d[i]; h = Math.imul(h, 16777619) >>> 0; }
+  return [c.width, c.height, h];
+}"""
+
+
+def _src(page, selector) -> str:
+    return page.eval_on_selector(selector, "e => e.src")
+
+
+def _wait_for_new_src(page, selector, old_src: str):
+    page.wait_for_function("([sel, old]) => { const e = document.querySelector(sel);"
+                           " return e && e.src && e.src !== old && e.complete; }", arg=[selector, old_src],
+                           timeout=UPDATE_TIMEOUT_S * 1000)
+
+
+def _check_lens(page, box, scale, s):
+    """Issue 27: the inspector's panels follow a stroke; a bank point clicked on the manifold
+    map and "use it" change the face; "back to my drawing" returns it. Leaves a screenshot."""
+    crop = ".dfd-inspector img"
+    page.click(".dfd-inspect-toggle")
+    page.wait_for_selector(".dfd-inspector-title :text('eye'), .dfd-inspector-title :text('mouth'), "
+                           ".dfd-inspector-title :text('nose'), .dfd-inspector-title :text('remainder')",
+                           timeout=UPDATE_TIMEOUT_S * 1000)
+    old_crop, old_face = _src(page, crop), _face_src(page)
+    _draw(page, box, [(112 * s, 186 * s), (128 * s, 194 * s), (144 * s, 186 * s)], scale)   # in the mouth
+    _wait_for_new_face(page, old_face)
+    _wait_for_new_src(page, crop, old_crop)
+    page.wait_for_selector(".dfd-inspector-title :text('mouth')", timeout=UPDATE_TIMEOUT_S * 1000)
+    assert page.locator(".dfd-inspector .dfd-bar").count() >= 2, "no weight bars for the neighbours"
+    page.locator(".dfd-inspector").screenshot(path=str(ARTIFACTS / "browser_inspector.png"))
+
+    page.click(".dfd-map-toggle")
+    page.locator(".dfd-manifold-map").scroll_into_view_if_needed(timeout=UPDATE_TIMEOUT_S * 1000)
+    figure = page.locator(".dfd-manifold-canvas canvas >> visible=true").first   # ipympl keeps a hidden one too
+    figure.wait_for(state="visible", timeout=UPDATE_TIMEOUT_S * 1000)
+    figure.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    r = figure.bounding_box()
+    # a click inside the axes (ManifoldMap's axes span 0.12-0.96 across, 0.12-0.90 up) picks
+    # the bank point nearest to it
+    page.mouse.click(r["x"] + 0.40 * r["width"], r["y"] + (1 - 0.40) * r["height"])
+    page.wait_for_selector(".dfd-manifold-picked :text('#')", timeout=UPDATE_TIMEOUT_S * 1000)
+    page.wait_for_timeout(500)
+    page.locator(".dfd-manifold-map").screenshot(path=str(ARTIFACTS / "browser_manifold_map.png"))
+    drawn_face = page.evaluate(PIXEL_HASH_JS, "img.dfd-face")
+    old_face = _face_src(page)
+    page.click(".dfd-use-sample")
+    _wait_for_new_face(page, old_face)
+    page.wait_for_timeout(300)
+    assert page.evaluate(PIXEL_HASH_JS, "img.dfd-face") != drawn_face, "the picked mouth did not change the face"
+    old_face = _face_src(page)
+    page.click(".dfd-manifold-map button:has-text('back to my drawing')")
+    _wait_for_new_face(page, old_face)
+    page.wait_for_timeout(300)
+    assert page.evaluate(PIXEL_HASH_JS, "img.dfd-face") == drawn_face, "back to the drawing, not the same face"
+    assert page.inner_text(".dfd-error").strip() == ""
+    return drawn_face
 
 
 def _face_src(page) -> str:
@@ -313,6 +384,13 @@ def test_draw_in_jupyterlab(lab):
             page.locator(".dfd-pad").screenshot(path=str(shot))
             print(f"\nbrowser status line: {status}")
 
+            face = _check_lens(page, box, scale, s)
+            # save the drawing (strokes, weights, K, sex, the model's hash) into the notebook's folder
+            page.click(".dfd-pad button:has-text('save')")
+            page.wait_for_selector(".dfd-saved :text('drawing_')", timeout=UPDATE_TIMEOUT_S * 1000)
+            saved = sorted(lab["root"].glob("drawing_*.json"))
+            assert len(saved) == 1, saved
+
             # The kernel dies (on Binder: out of memory) and the server restarts it; after Run
             # All the new kernel's pad answers strokes too. With JupyterLab's comms over kernel
             # subshells it kept the dead kernel's subshell id and the new kernel dropped every
@@ -322,13 +400,23 @@ def test_draw_in_jupyterlab(lab):
             page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
             _run_all(page)
             page.wait_for_selector(".dfd-status:has-text('update #1')", timeout=FIRST_FACE_TIMEOUT_S * 1000)
+            # the fresh kernel's pad opens the saved drawing: the same face, pixel for pixel
+            old = _face_src(page)
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.click(".dfd-pad .widget-upload")
+            chooser.value.set_files(str(saved[0]))
+            _wait_for_new_face(page, old)
+            page.wait_for_selector(".dfd-status:has-text('update #2')", timeout=UPDATE_TIMEOUT_S * 1000)
+            page.wait_for_timeout(300)
+            assert page.evaluate(PIXEL_HASH_JS, "img.dfd-face") == face, "the drawing file gave another face"
+            assert page.inner_text(".dfd-error").strip() == ""
             canvas = page.locator("canvas.dfd-canvas")
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             old = _face_src(page)
-            _draw(page, box, strokes[0], scale)
+            _draw(page, box, [(x, y + 14 * s) for x, y in strokes[0]], scale)   # one the drawing lacks
             _wait_for_new_face(page, old)
-            page.wait_for_selector(".dfd-status:has-text('update #2')", timeout=UPDATE_TIMEOUT_S * 1000)
+            page.wait_for_selector(".dfd-status:has-text('update #3')", timeout=UPDATE_TIMEOUT_S * 1000)
             assert "Unknown subshell" not in lab["log"].read_text(errors="replace")
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "browser_failure.png"))
@@ -336,4 +424,5 @@ def test_draw_in_jupyterlab(lab):
         finally:
             browser.close()
     assert shot.exists() and shot.stat().st_size > 10_000
+    assert (ARTIFACTS / "browser_inspector.png").stat().st_size > 10_000
     assert time.monotonic() - t_start < 3 * FIRST_FACE_TIMEOUT_S + 120

@@ -509,10 +509,13 @@ def test_tutorial_notebook_is_committed_clean_and_shaped_like_a_lesson(name):
     import json
     from pathlib import Path
 
+    from dfd_kit.colab import CELL_ID
+
     nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb").read_text())
     cells = nb["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "clear the outputs before committing"
+    code = [c for c in code if c.get("id") != CELL_ID]   # the Colab setup cell (tests/test_colab.py) comes first
     assert cells[0]["cell_type"] == "markdown" and "What you will" in "".join(cells[0]["source"])
     # 01-04 and 06 end with an Exercises section (scripts/exercise_cells.py), the summary just before it
     ex = next((i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises")), len(cells))

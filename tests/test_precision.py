@@ -93,6 +93,19 @@ def test_bf16_converts_the_image_path_only(demo_params):
         assert not any(fused.reduced(conv.weight) for _, conv in fused.reducible_convs(model.sketch_decoders[c]))
 
 
+def test_a_reduced_precision_model_is_not_saved(demo_params, tmp_path):
+    from dfd_kit.errors import ConfigError
+    from dfd_kit.pipeline import save_model
+
+    model = dfd_kit.load(demo_params, precision="fp32")
+    model.precision = "bf16"   # what load(..., precision="bf16") marks; the check needs no bf16 CPU
+    with pytest.raises(ConfigError, match="precision='fp32'"):
+        save_model(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing may be written"
+    model.precision = "fp32"
+    assert (save_model(model, tmp_path / "out") / "config.json").exists()
+
+
 def test_auto_keeps_the_small_models_in_fp32(demo_params):
     assert not precision.pays_off(DEMO) and precision.pays_off(OFFICIAL)
     assert dfd_kit.load(demo_params).precision == "fp32"

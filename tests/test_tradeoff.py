@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from dfd_kit import measures  # noqa: E402
+from dfd_kit.colab import CELL_ID  # noqa: E402
 from dfd_kit.config import COMPONENTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,7 @@ def test_notebook_07_is_committed_clean_and_shaped_like_a_lesson():
     cells = nb["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "clear the outputs before committing"
+    code = [c for c in code if c.get("id") != CELL_ID]   # the Colab setup cell (tests/test_colab.py) comes first
     assert cells[0]["cell_type"] == "markdown" and "What you will" in "".join(cells[0]["source"])
     assert "## Summary" in "".join(cells[-1]["source"]) and "## Try it" in "".join(cells[-1]["source"])
     first = "".join(code[0]["source"])

@@ -439,6 +439,33 @@ def test_stage2_resumed_after_a_kill_matches_an_uninterrupted_run(trained_stage1
     assert_same_weights(weights(stage2_modules(a)), weights(stage2_modules(b)))
 
 
+def test_stage2_learning_rate_decay_and_extending_a_finished_run(trained_stage1, data_dir, data, tmp_path):
+    """pix2pixHD's schedule: constant, then linearly to 0. A finished constant-rate run,
+    resumed with more steps and the decay starting where it stopped, ends exactly where the
+    same schedule run in one go ends (the photo recipe was extended this way)."""
+    from dfd_kit.errors import ConfigError
+
+    stage2 = tr()[3]
+    cfg = stage2_cfg(steps=10, lr=1.0, lr_decay_start=6)
+    assert [cfg.lr_at(s) for s in (0, 5, 6, 8, 9)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    assert stage2_cfg(steps=10, lr=1.0).lr_at(9) == 1.0   # no decay by default
+    with pytest.raises(ConfigError, match="lr_decay_start"):
+        stage2_cfg(steps=4, lr_decay_start=5).check()
+
+    a = stage2.train_stage2(data_dir, stage1_copy(trained_stage1, tmp_path / "a"), TINY,
+                            stage2_cfg(steps=6, lr_decay_start=3), data=data)
+    b_dir = stage1_copy(trained_stage1, tmp_path / "b")
+    stage2.train_stage2(data_dir, b_dir, TINY, stage2_cfg(steps=3), data=data)
+    b = stage2.train_stage2(data_dir, b_dir, TINY, stage2_cfg(steps=6, lr_decay_start=3), data=data)
+    assert b.step == 6
+    assert_same_weights(weights(stage2_modules(a)), weights(stage2_modules(b)))
+    c = stage2.train_stage2(data_dir, stage1_copy(trained_stage1, tmp_path / "c"), TINY, stage2_cfg(steps=6),
+                            data=data)
+    g_a, g_c = weights(stage2_modules(a)), weights(stage2_modules(c))
+    assert any(not np.array_equal(g_a[n][k], g_c[n][k]) for n in g_a for k in g_a[n]), \
+        "the decayed run ended where the constant-rate one did: the schedule was not applied"
+
+
 def test_perceptual_loss_is_off_and_cannot_be_switched_on():
     from dfd_kit.errors import ConfigError
 
@@ -627,6 +654,9 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     photos = [load_pair(s, TINY.layout)[1].astype(float) for s in load_samples(data_dir)[:6]]
     assert r.mae_mean_face == pytest.approx(np.mean([np.abs(p - base).mean() for p in photos]), rel=1e-9)
     assert 0 < r.mae_degraded_unprojected <= 10.0 and r.passed
+    # parts projected, remainder as drawn: a weight below 1, so the oracle brightens, like w = 0
+    assert r.mae_rough_parts_projected == pytest.approx(r.mae_rough_unprojected) and r.rough_parts_win_rate == 0.0
+    assert "parts projected and remainder as drawn: wins / error removed | 0.0% / 0.0%" in r.markdown()
     for name in ("heldout", "projection"):
         assert Image.open(r.figures[name]).size[0] > 200
     assert len(json.loads(write_report(r, tmp_path / "q.json").read_text())["per_face"]["generated"]) == 6

@@ -54,9 +54,11 @@ DEMO_K = 20
 PHOTO_DATA = "data/photo_faces"
 PHOTO_HELDOUT = "data/photo_faces_heldout"
 PHOTO_FACES = 2000
-#: Stage 1's losses level off by about 1000 steps; stage 2 gets the time.
+#: Stage 1's losses level off by about 1000 steps; stage 2 gets the time. Its learning rate
+#: stays constant for PHOTO_LR_DECAY_START steps, then falls linearly to 0 (pix2pixHD's schedule).
 PHOTO_STEPS_STAGE1 = 1000
-PHOTO_STEPS_STAGE2 = 2000
+PHOTO_STEPS_STAGE2 = 3000
+PHOTO_LR_DECAY_START = 2000
 PHOTO_K = 10
 #: Stage 2 sees the latents of clean sketches only, as in the paper: a rough sketch's raw
 #: latent then lies off what the generator knows, and projection is what brings it back.
@@ -110,14 +112,15 @@ def data_first(dirs, how: str, build) -> None:
 def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
           minutes_stage2: Optional[float] = None, steps_stage1: int = 1_000_000, steps_stage2: int = 1_000_000,
           batch_size: int = 4, seed: int = 0, params_dir=None, threads: Optional[int] = None,
-          progress: bool = True, project_prob: float = 0.5) -> dict:
+          progress: bool = True, project_prob: float = 0.5, lr_decay_start: Optional[int] = None) -> dict:
     """Both stages on any prepared data set (``build_photo_dataset`` or
     ``build_facesjs_dataset``), then export. Returns a summary dict, also written to
     ``out_dir/summary.json``.
 
     1. stage 1 until ``steps_stage1`` steps or ``minutes_stage1`` minutes;
     2. the feature banks from every training sketch;
-    3. stage 2 until ``steps_stage2`` steps or ``minutes_stage2`` minutes;
+    3. stage 2 until ``steps_stage2`` steps or ``minutes_stage2`` minutes (learning rate
+       falling linearly to 0 from step ``lr_decay_start``, if given);
     4. export to ``params_dir`` (default ``<out_dir>/params``; float16).
 
     Run it again after an interruption: finished stages are skipped and the interrupted
@@ -140,7 +143,8 @@ def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
     run = dict(batch_size=batch_size, seed=seed, threads=threads, progress=progress, checkpoint_every=500,
                checkpoint_minutes=5.0, figure_every=250)
     cfg1 = common.Stage1Config(steps=steps_stage1, minutes=minutes_stage1, lr=5e-4, **run)
-    cfg2 = common.Stage2Config(steps=steps_stage2, minutes=minutes_stage2, project_prob=project_prob, **run)
+    cfg2 = common.Stage2Config(steps=steps_stage2, minutes=minutes_stage2, project_prob=project_prob,
+                               lr_decay_start=lr_decay_start, **run)
 
     r1 = train_stage1(data_dir, out_dir, config, cfg1, data=data)
     if not (out_dir / "banks.npz").exists() or r1.stopped_by:
@@ -225,8 +229,11 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
         ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress),
         ensure_stylegan_data(data_dir, n_faces, 0, progress)))
     summary = train(data_dir, out_dir, PHOTO, None, None, steps_stage1, steps_stage2, batch_size, seed,
-                    params_dir, threads, progress, project_prob=PHOTO_PROJECT_PROB)
+                    params_dir, threads, progress, project_prob=PHOTO_PROJECT_PROB,
+                    lr_decay_start=min(PHOTO_LR_DECAY_START, steps_stage2))
     summary["stage2"]["project_prob"] = PHOTO_PROJECT_PROB
+    summary["stage2"]["lr_decay_start"] = min(PHOTO_LR_DECAY_START, steps_stage2)
+    summary["stage2"]["lr"] = common.Stage2Config().lr
     summary["heldout"] = str(heldout_dir)
     if common.is_main():
         params_dir = Path(summary["params"])
@@ -431,6 +438,15 @@ def photo_card_figures(params_dir, data_dir=PHOTO_DATA) -> dict:
     return {"sketches": fig1, "hand_drawn": fig2, "stroke_distance_w0_w1": dist}
 
 
+def _lr_schedule(stage2: dict) -> str:
+    """The card's sentence on stage 2's learning rate (none for runs without a decay)."""
+    start = stage2.get("lr_decay_start")
+    if start is None:
+        return ""
+    return (f" Its learning rate stays at {stage2.get('lr', 2e-4):g} for {start} steps, then falls "
+            f"linearly to 0 at step {stage2['steps']} (pix2pixHD's schedule).")
+
+
 def write_photo_model_card(params_dir, summary: dict, heldout_dir=PHOTO_HELDOUT) -> Path:
     """Params/photo/MODEL_CARD.md from the photo recipe's summary; :func:`run_quality`
     fills the metrics between the quality markers."""
@@ -504,7 +520,7 @@ person was used here: every face is generated.
 
 Stage 2 sees the latents of clean training sketches only (`project_prob`
 {s2.get('project_prob', 0.5)}), as in the paper: a rough sketch's raw latent then lies off what the
-generator has seen, and manifold projection is what brings it back.
+generator has seen, and manifold projection is what brings it back.{_lr_schedule(s2)}
 
 Training time {s1['minutes'] + s2['minutes']:.1f} minutes (the two stages; the recipe may run in
 several sittings) on {summary['machine']}. Making the faces is extra: about
@@ -542,16 +558,18 @@ an eye left out, a scribbled mouth). Stroke distance (px, w = 0 / w = 1): {hand_
 
 ## Limits
 
-- **It misses its quality targets** (Metrics). White backgrounds and the drawn outline brought the
-  error well below the mean face's, close to the 0.6 target but not under it: the sketch says
-  nothing about skin, hair or clothes colour, and two thousand faces and an hour of training on two
-  cores give blurry faces with a faint checkerboard texture.
-- **Manifold projection does not lower the error** on rough sketches, though stage 2 saw only the
-  latents of clean sketches, as in the paper. It does what the paper says it does, fill in a part
-  left out and tidy a scribbled one (`projection.png`), but the neighbours come from banks of about
-  a thousand sketches per sex, so the repaired part is a plausible one, not the true face's; on
-  average that costs as much error as the repair saves. Denser banks (more generated faces) are the
-  likely cure; they were not tried.
+- **Its faces are blurry.** Which quality targets it meets, the Metrics table says. The sketch
+  says nothing about skin, hair or clothes colour, and two thousand faces and the training above,
+  on two cores, give soft faces with a faint checkerboard texture.
+- **Manifold projection does not lower the error** on rough sketches (Metrics), though stage 2 saw
+  only the latents of clean sketches, as in the paper. It does what the paper says it does, fill in
+  a part left out and tidy a scribbled one (`projection.png`), but the neighbours come from banks of
+  about a thousand sketches per sex, so the repaired part is a plausible one, not the true face's,
+  and on average that costs about as much error as the repair saves. It costs most in the
+  remainder: whole-face outlines and hair vary far more than eyes or mouths, so ten neighbours
+  from a thousand lie far from any one face, and projecting the remainder moves the hair outline.
+  The table's parts-only row (the four parts projected, the remainder as drawn) shows the
+  difference. Denser banks (more generated faces) may help; they were not tried.
 - The training sketches are extracted from photos and are broken and sparse; sketches drawn by
   hand are cleaner, more complete and drawn differently (no shoulders, a hair outline of their
   own), so they lie off the training data: on them (`hand_drawn.png`) the model paints the hair as

@@ -140,6 +140,9 @@ class Stage2Config(RunConfig):
     replaced by its manifold projection (K = ``project_k`` or the model's k, the sample's
     own bank row left out) blended with weight w ~ U(0, 1) -- what the decoders will see
     at inference, where every part weight defaults to 1 (so half of the samples).
+
+    Learning rate: ``lr`` throughout, or, with ``lr_decay_start``, falling linearly to 0
+    from that step to ``steps`` (:meth:`lr_at`).
     """
     lambda_gan: float = 1.0
     lambda_fm: float = 10.0
@@ -153,9 +156,24 @@ class Stage2Config(RunConfig):
     augment_strength: float = 1.0
     project_prob: float = 0.5
     project_k: Optional[int] = None
+    lr_decay_start: Optional[int] = None
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate for ``step`` (0-based): ``lr`` until ``lr_decay_start``, then
+        falling linearly to 0 at ``steps``, pix2pixHD's schedule (None: constant). The late,
+        small steps settle the generator where the constant rate keeps it hopping between
+        textures; the schedule leaves the steps before it untouched, so a finished run can
+        be extended by raising ``steps`` and resuming."""
+        if self.lr_decay_start is None or step < self.lr_decay_start:
+            return self.lr
+        span = max(1, self.steps - self.lr_decay_start)
+        return self.lr * max(0.0, 1.0 - (step - self.lr_decay_start) / span)
 
     def check(self):
         _check_common(self)
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start <= self.steps:
+            raise ConfigError(f"lr_decay_start must be between 0 and steps ({self.steps}), "
+                              f"not {self.lr_decay_start}")
         if self.lambda_perceptual:
             raise ConfigError("lambda_perceptual must be 0: the perceptual (VGG) loss needs ImageNet VGG "
                               "weights, which dfd_kit does not ship or download")

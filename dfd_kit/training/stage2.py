@@ -232,6 +232,7 @@ def train_stage2(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
         return img if cond is None else jt.concat([cond, img], dim=1)
 
     def step_fn(step: int) -> Dict[str, float]:
+        opt_g.lr = opt_d.lr = cfg.lr_at(step)
         rows = sampler.next()
         z = source.batch(rows, step)
         latents = {c: jt.array(z[c]).stop_grad() for c in COMPONENTS}
