@@ -8,7 +8,7 @@ OUT    ?= out/demo
 # Wheels used for their files only (see pyproject.toml): MobileStyleGAN's IR files, FaceMesh.
 NODEPS := random-face==2021.7.21.1 mediapipe==0.10.14
 
-.PHONY: setup system venv node demo test bench clean
+.PHONY: setup system venv node demo test bench clean check
 
 setup: system venv node
 
@@ -39,6 +39,11 @@ demo: setup
 test: setup
 	$(PY) scripts/warmup.py
 	$(PY) -m pytest -q
+
+# The fast tier: the stage maths as property tests (seconds; no weights, no notebooks).
+# `make test` stays the whole suite, the command CI runs.
+check: setup
+	$(PY) -m pytest -q -m fast
 
 bench: setup
 	$(PY) bench/bench_generate.py

@@ -70,8 +70,10 @@ def check_component(component: str) -> str:
 
 
 def sketch_to_uint8(decoded: np.ndarray) -> np.ndarray:
-    """A decoded sketch in about [-1, 1] (dark = -1) -> uint8, dark lines on white."""
-    return np.clip((np.asarray(decoded, np.float64) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    """Decoded sketches in about [-1, 1] (dark = -1), of any shape (one, or a stack of K)
+    -> uint8, dark lines on white; the same mapping as :func:`dfd_kit.plotting.to_image`,
+    which would read a stack of three as one RGB image."""
+    return np.clip((np.asarray(decoded, np.float64) + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------- data

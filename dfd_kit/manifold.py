@@ -177,8 +177,9 @@ def locally_linear_weights(latent: np.ndarray, neighbours: np.ndarray) -> np.nda
         x = None
     if x is None or not np.all(np.isfinite(x)):
         # Duplicate (or collinear) neighbours make the normal equations singular, e.g. a bank
-        # built from repeated sketches; the minimum-norm least-squares solution shares the
-        # weight evenly between duplicates and still sums to 1 with the anchor.
+        # built from repeated sketches; the minimum-norm least-squares solution is finite and
+        # still sums to 1 with the anchor (a duplicate of the anchor can take a negative
+        # weight that frees the others from the anchor penalty).
         x = np.linalg.lstsq(m, r, rcond=None)[0]
     return np.concatenate([[1.0 - x.sum()], x])
 
