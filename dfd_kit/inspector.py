@@ -41,11 +41,8 @@ from PIL import Image, ImageDraw
 from .config import COMPONENTS
 from .errors import ConfigError
 from .manifold import Projection
+from .session import STAGES, check_component, check_stage  # noqa: F401  (STAGES, check_stage: the lens's API)
 
-#: The stages a learner can freeze, per component, in the order data flows through them:
-#: the encoder's latent, the projected (blended) vector, the part's feature map. The
-#: generator is last: freezing it would leave nothing downstream to watch.
-STAGES = ("embedding", "projection", "mapping")
 STAGE_LABELS = {"embedding": "embedding", "projection": "projection", "mapping": "feature map"}
 _NICE = {"left_eye": "left eye", "right_eye": "right eye", "nose": "nose", "mouth": "mouth",
          "remainder": "remainder"}
@@ -55,18 +52,6 @@ THUMB = 64            # neighbour thumbnails, screen pixels (smaller when K woul
 ROW_WIDTH = 720       # the neighbours' row
 PANEL = 128           # the larger panels
 N_CHANNELS = 4        # feature-map channels shown
-
-
-def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}: a stage to freeze is one of {', '.join(STAGES)}")
-    return stage
-
-
-def check_component(component: str) -> str:
-    if component not in COMPONENTS:
-        raise ConfigError(f"unknown component {component!r}: expected one of {', '.join(COMPONENTS)}")
-    return component
 
 
 def sketch_to_uint8(decoded: np.ndarray) -> np.ndarray:

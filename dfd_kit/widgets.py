@@ -19,6 +19,9 @@ How it works, in the paper's terms (DeepFaceDrawing, Chen et al. 2020, section 5
 * Sliders: the five component weights, male/female bank and K re-project (cheap numpy)
   and re-render; nothing is re-encoded.
 
+All of that model-side bookkeeping is a :class:`dfd_kit.session.Session`, which scripts can
+drive without a pad; the pad keeps the canvas, the controls and the messages.
+
 Everything the mouse can do is also a method (``add_stroke``, ``undo``, ``redo``,
 ``clear``, ``load_sketch``, ``save``), so scripts and tests can drive the pad without a
 browser. ``pad.stats`` counts the work done per component (``pad.work_summary()`` as a
@@ -47,8 +50,6 @@ import os
 import time
 import uuid
 import warnings
-import weakref
-from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -57,11 +58,10 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
 
-from .components import components_touched
 from .config import COMPONENTS, PARTS
 from .drawing import PAPER, Drawing, Stroke, fit_to_size, rasterize_stroke, read_drawing, write_drawing
-from .errors import ConfigError, DrawingFileError, DrawingModelWarning, SketchError
-from .manifold import blend_shadow, shadow_weights
+from .errors import DrawingFileError, DrawingModelWarning, SketchError
+from .session import Session
 
 
 # The boxes lie above the ink: their labels stay readable over whatever is drawn.
@@ -93,40 +93,6 @@ def _png(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
-
-
-class _RowCache:
-    """LRU cache of decoded bank rows (the neighbour sketches the shadows are made of):
-    a neighbour decoded once is never decoded again while it stays in the budget."""
-
-    def __init__(self, budget_bytes: int = 256 << 20):
-        self.budget, self.used = budget_bytes, 0
-        self.rows: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-
-    def get(self, key):
-        a = self.rows.get(key)
-        if a is not None:
-            self.rows.move_to_end(key)
-        return a
-
-    def put(self, key, a: np.ndarray):
-        a = a.astype(np.float16)
-        self.rows[key] = a
-        self.used += a.nbytes
-        while self.used > self.budget and len(self.rows) > 1:
-            _, old = self.rows.popitem(last=False)
-            self.used -= old.nbytes
-
-
-_ROW_CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _row_cache(model) -> _RowCache:
-    """One cache per model, shared by its pads (re-running the notebook cell is instant)."""
-    try:
-        return _ROW_CACHES.setdefault(model, _RowCache())
-    except TypeError:   # not weak-referenceable
-        return _RowCache()
 
 
 _LOAD_DRAWING_DOC = """Open a drawing saved by :meth:`DrawingPad.save_drawing` (or the save button).
@@ -201,32 +167,18 @@ class DrawingPad(W.VBox):
         self._quiet = False               # True while settings are applied together (load_drawing)
         self._uid = uuid.uuid4().hex[:12]
 
-        # model caches (committed only after a successful update)
-        self._enc_sketch: Optional[np.ndarray] = None
-        self._crops: Dict[str, np.ndarray] = {}
-        self._latents: Dict[str, np.ndarray] = {}
-        self._proj: Dict[str, object] = {}
-        self._proj_dirty = set(COMPONENTS)
-        self._shadows: Dict[str, np.ndarray] = {}
-        self._shadow_stale = set(COMPONENTS)
-        self._shadow_img: Optional[np.ndarray] = None
-        self._feature_maps: Dict[str, tuple] = {}   # per component: (vector, map), see feature_map
-        self._rows = _row_cache(self.model)
-        self.result = None
+        # the model's side: one incremental engine (dfd_kit.session), the pad is its view
+        self.session = Session(self.model)
         self.latency: Optional[float] = None
         self.shadow_latency: Optional[float] = None
-        self.timings: Dict[str, float] = {}
         self.error: Optional[str] = None
         self.last_saved: Optional[tuple] = None
         # the lens (stage inspector, manifold map): made when first shown, so the plain pad
         # neither builds nor imports them
-        self._pins: Dict[Tuple[str, str], object] = {}   # (stage, component) -> pinned output
         self.last_component = "left_eye"   # the component under the last stroke
         self.inspector = None
         self.manifold_map = None
         self.lens_latency: Optional[float] = None
-        self.stats = {"encoded": Counter(), "projected": Counter(), "shadowed": Counter(),
-                      "decoded_rows": Counter(), "feature_decoded": Counter(), "generated": 0, "updates": 0}
 
         self._build_ui(width, eraser_width, folder, sex, k, shadows, shadow_opacity, show_boxes)
         super().__init__([self._top, self._lens_box, self.error_area, self._style])
@@ -384,9 +336,24 @@ class DrawingPad(W.VBox):
         return int(self.k_slider.value)
 
     @property
+    def result(self):
+        """The latest :class:`~dfd_kit.pipeline.GenerationResult` (the session's)."""
+        return self.session.result
+
+    @property
+    def stats(self) -> dict:
+        """Work done per component (the session's counters; :meth:`work_summary` as a table)."""
+        return self.session.stats
+
+    @property
+    def timings(self) -> Dict[str, float]:
+        """The last update's stages, in seconds."""
+        return self.session.timings
+
+    @property
     def frozen(self) -> frozenset:
         """The pinned stages, as {(stage, component), ...} (see :meth:`freeze`)."""
-        return frozenset(self._pins)
+        return self.session.frozen
 
     @property
     def has_decoders(self) -> bool:
@@ -430,74 +397,25 @@ class DrawingPad(W.VBox):
         slider move it) or ``"mapping"`` (its feature map). The face is regenerated, and
         from then on only the stages downstream of the pin follow the drawing's other
         changes. :meth:`unfreeze` lets go. The drawing itself is not touched."""
-        from .inspector import check_component, check_stage
-
-        stage = check_stage(stage)
-        c = check_component(component or self._lens_component())
-        if self.result is None:
-            raise ConfigError("nothing generated yet: draw something first, then freeze a stage")
-        if stage == "embedding":
-            value = np.array(self._latents[c], np.float32)
-        elif stage == "projection":
-            p = self._proj[c]
-            value = type(p)(p.neighbours.copy(), p.distances.copy(), p.weights.copy(), p.projected.copy(),
-                            p.vector.copy())
-        else:
-            value = self._feature_maps[c][1]
-        self._pins[(stage, c)] = value
-        self._lens_changed(c, "freeze")
+        self.session.freeze(stage, component or self._lens_component())
+        self._update("freeze")
 
     def unfreeze(self, stage: Optional[str] = None, component: Optional[str] = None):
         """Let go of pinned stages: one (``stage`` of ``component``), all of a stage or of a
         component, or every pin (no arguments); the face follows the drawing again."""
-        from .inspector import check_component, check_stage
-
-        stage = None if stage is None else check_stage(stage)
-        component = None if component is None else check_component(component)
-        gone = [key for key in self._pins if stage in (None, key[0]) and component in (None, key[1])]
-        for key in gone:
-            del self._pins[key]
-            if key[0] == "mapping":   # its cache entry holds the pinned map
-                self._feature_maps.pop(key[1], None)
-            elif key[0] == "embedding":   # the pad's latent is the pinned one: encode the crop again
-                self._latents.pop(key[1], None)
-        for c in {key[1] for key in gone}:
-            self._lens_changed(c, "unfreeze")
+        if self.session.unfreeze(stage, component):
+            self._update("unfreeze")
 
     def use_bank_sample(self, component: str, row: int):
         """Put bank sample ``row`` (of the current sex's bank) in place of ``component``:
         its projection stage is pinned to that sample's latent, as if the drawing projected
         exactly onto it. :meth:`unfreeze` ``("projection", component)`` goes back."""
-        from .inspector import check_component
-        from .manifold import Projection
-
-        c = check_component(component)
-        bank = self.model.banks[self.sex][c]
-        if not 0 <= int(row) < len(bank):
-            raise ConfigError(f"bank row must be between 0 and {len(bank) - 1}, not {row}")
-        v = np.asarray(bank[int(row)], np.float32)
-        latent = self._latents.get(c)
-        d = np.float32(((latent - v) ** 2).sum()) if latent is not None else np.float32(0)
-        self._pins[("projection", c)] = Projection(np.array([int(row)], np.int32), np.array([d], np.float32),
-                                                   np.array([1.0]), v.copy(), v.copy())
-        self._lens_changed(c, f"{_NICE[c]} from bank #{int(row)}")
+        self.session.use_bank_sample(component, row, self.sex)
+        self._update(f"{_NICE[component]} from bank #{int(row)}")
 
     def decode_rows(self, component: str, sex: str, rows) -> np.ndarray:
-        """Bank rows -> decoded sketches (N, S, S) in about [-1, 1], each row decoded once
-        (one at a time: a fixed batch shape, so Jittor compiles nothing new) and kept in
-        the model's row cache, which the shadows share."""
-        bank = self.model.banks[sex][component]
-        out = []
-        for r in rows:
-            key = (sex, component, int(r))
-            d = self._rows.get(key)
-            if d is None:
-                d = self.model.decode_neighbours(component, bank[int(r)][None])[0]
-                self._rows.put(key, d)
-                self.stats["decoded_rows"][component] += 1
-            out.append(d.astype(np.float32))
-        size = self.model.layout.crop_size(component)
-        return np.stack(out) if out else np.zeros((0, size, size), np.float32)
+        """Bank rows -> decoded sketches (N, S, S), each decoded once (:meth:`Session.decode_rows`)."""
+        return self.session.decode_rows(component, sex, rows)
 
     def _component_under_last_stroke(self, touched) -> str:
         """Of the touched components, the part whose box holds most of the last stroke
@@ -523,11 +441,6 @@ class DrawingPad(W.VBox):
         if self.inspector is not None:
             return self.inspector.component
         return self.last_component
-
-    def _lens_changed(self, c: str, why: str):
-        self._proj_dirty.add(c)
-        self._shadow_stale.add(c)
-        self._update(why)
 
     def _on_lens_toggle(self):
         from .inspector import ManifoldMap, StageInspector
@@ -717,8 +630,6 @@ class DrawingPad(W.VBox):
             yield
         finally:
             self._quiet = False
-            self._proj_dirty |= set(COMPONENTS)
-            self._shadow_stale |= set(COMPONENTS)
 
     def _model_differences(self, d: Drawing) -> str:
         mine, theirs = [], []
@@ -921,13 +832,10 @@ class DrawingPad(W.VBox):
                 pass
 
     def _on_weight(self, c):
-        self._proj_dirty.add(c)   # the neighbours do not depend on the weight: shadows stay
         if not self._quiet:
             self._update(f"{_NICE[c]} weight")
 
     def _on_bank_change(self, what):
-        self._proj_dirty |= set(COMPONENTS)
-        self._shadow_stale |= set(COMPONENTS)
         if not self._quiet:
             self._update(what)
 
@@ -943,67 +851,17 @@ class DrawingPad(W.VBox):
 
     # ------------------------------------------------------------ the model
     def _update(self, why="update", t0=None):
-        """Bring the face up to date with the drawing and the controls, doing only the work
-        that changed; errors are shown in the pad and never touch the drawing."""
+        """Bring the face up to date with the drawing and the controls through the session,
+        which runs only what changed; errors are shown in the pad and never touch the drawing."""
         t0 = time.perf_counter() if t0 is None else t0
-        from .pipeline import GenerationResult
-
-        m = self.model
         try:
-            sketch = self.sketch
-            t = {}
-            if self._enc_sketch is None:
-                touched = set(COMPONENTS)
-            else:
-                touched = components_touched(self._enc_sketch, sketch, m.layout)
-                # a latent let go of by unfreeze("embedding") is encoded again from the crop
-                touched = set(touched) | {c for c in COMPONENTS if c not in self._latents}
-            reproject = set(touched) | self._proj_dirty
-            if not reproject and self.result is not None:
+            touched = self.session.update(self.sketch, self.part_weights, self.sex, self.k)
+            if touched is None:   # nothing changed
                 self.latency = time.perf_counter() - t0
-                self._set_status(why, touched, nothing=True)
+                self._set_status(why, set(), nothing=True)
                 return
-            a = time.perf_counter()
-            crops = dict(self._crops)
-            latents = dict(self._latents)
-            if touched:
-                new_crops = m.crop(sketch)
-                todo = {c: new_crops[c] for c in COMPONENTS if c in touched}
-                latents.update(m.encode(todo))
-                crops.update(todo)
-                self.stats["encoded"].update(todo.keys())
-            for (stage, c), pinned in self._pins.items():
-                if stage == "embedding":   # the crop follows the drawing, the latent does not
-                    latents[c] = pinned
-            t["encode"] = time.perf_counter() - a
-            a = time.perf_counter()
-            proj = dict(self._proj)
-            w = self.part_weights
-            order = [c for c in COMPONENTS if c in reproject]
-            proj.update(m.project({c: latents[c] for c in order}, w, self.sex, self.k))
-            self.stats["projected"].update(order)
-            for (stage, c), pinned in self._pins.items():
-                if stage == "projection":
-                    proj[c] = pinned
-                elif stage == "mapping":   # the cache hands the pinned map to whatever vector comes
-                    self._feature_maps[c] = (np.array(proj[c].vector, np.float32), pinned)
-            t["project"] = time.perf_counter() - a
-            a = time.perf_counter()
-            res = GenerationResult(sketch, crops, latents, proj, w, self.sex, self.k)
-            before = {c: id(v[1]) for c, v in self._feature_maps.items()}
-            m.render(res, cache=self._feature_maps)   # only parts whose vector changed are decoded
-            self.stats["feature_decoded"].update(c for c, v in self._feature_maps.items() if id(v[1]) != before.get(c))
-            self.stats["generated"] += 1
-            t["render"] = time.perf_counter() - a
-            # commit: the caches now describe `sketch`
-            self._enc_sketch, self._crops, self._latents, self._proj = sketch, crops, latents, proj
-            self._proj_dirty = set()
-            self._shadow_stale |= touched
-            self.result = res
-            self.face.value = _png(res.image)
+            self.face.value = _png(self.result.image)
             self.latency = time.perf_counter() - t0
-            self.timings = t
-            self.stats["updates"] += 1
             if touched and len(touched) < len(COMPONENTS):   # a stroke, not a load or a clear
                 self.last_component = self._component_under_last_stroke(touched)
             self._clear_error()
@@ -1019,38 +877,21 @@ class DrawingPad(W.VBox):
         self._refresh_lens()
 
     def _update_shadows(self) -> bool:
-        """Recompute the shadows of the components whose projection changed, then compose.
-        Returns True if the guidance image changed."""
+        """Recompute the shadows whose neighbours changed (the session's); True if the
+        guidance image changed."""
         if not self.has_shadows or self.result is None:
             return False
         if not self.model.shadows_fit_in_memory():   # warns once; the face still updates
             self.has_shadows = False
             return False
         a = time.perf_counter()
-        stale = []
+        changed = False
         try:
-            stale = [c for c in COMPONENTS if c in self._shadow_stale or c not in self._shadows]
-            for c in stale:
-                self._shadows[c] = self._shadow(c, self._proj[c], self.sex)
-                self._shadow_stale.discard(c)
-                self.stats["shadowed"][c] += 1
-            if stale or self._shadow_img is None:
-                self._shadow_img = self.model.compose_shadows(self._shadows)
-            self.result.shadows = dict(self._shadows)
-            self.result.shadow = self._shadow_img
+            changed = self.session.update_shadows()
         except Exception as e:
             self._show_error(f"shadow guidance failed: {type(e).__name__}: {e}")
         self.shadow_latency = time.perf_counter() - a
-        return bool(stale)
-
-    def _shadow(self, c: str, projection, sex: str) -> np.ndarray:
-        """Like :meth:`DeepFaceDrawing.shadow`, but each bank row is decoded only once
-        (one row at a time: a fixed batch shape, so Jittor compiles nothing new)."""
-        keep = shadow_weights(projection.weights) > 0   # the same neighbours whether normalised or not
-        if not keep.any():
-            return np.full((self.model.layout.crop_size(c),) * 2, PAPER, np.uint8)
-        decoded = self.decode_rows(c, sex, projection.neighbours[keep])
-        return blend_shadow(decoded, projection.weights[keep], normalise=True)
+        return changed
 
     # ------------------------------------------------------------ drawing
     def _draw_stroke(self, layer, stroke: Stroke):
@@ -1094,10 +935,11 @@ class DrawingPad(W.VBox):
             layer.clear()
             layer.fill_style = "white"
             layer.fill_rect(0, 0, self.display_size, self.display_size)
-            if self.shadow_toggle.value and self._shadow_img is not None and op > 0:
-                ink = (PAPER - self._shadow_img.astype(np.float64)) / 255.0 * op
+            shadow = self.session.shadow_image
+            if self.shadow_toggle.value and shadow is not None and op > 0:
+                ink = (PAPER - shadow.astype(np.float64)) / 255.0 * op
                 rgb = 255.0 - ink[..., None] * (255.0 - _SHADOW_TINT)
-                rgba = np.empty(self._shadow_img.shape + (4,), np.uint8)
+                rgba = np.empty(shadow.shape + (4,), np.uint8)
                 rgba[..., :3] = np.clip(np.round(rgb), 0, 255)
                 rgba[..., 3] = 255
                 layer.save()
