@@ -805,7 +805,8 @@ def plot_stage_view(view, title: Optional[str] = None) -> Figure:
     face map and the face with the part's box."""
     k = len(view.neighbours)
     ncols = max(k, 2 + len(view.channels), 3)
-    fig = plt.figure(figsize=(1.25 * ncols, 6.3), layout="constrained")
+    # at most 10 inches wide, however large K is: thumbnails stay readable in a notebook
+    fig = plt.figure(figsize=(min(10.0, 1.0 * ncols), 6.0), layout="constrained")
     rows = fig.subfigures(4, 1, height_ratios=[1.25, 1.0, 0.7, 1.25])
     blank = np.full((8, 8), 255, np.uint8)
 
