@@ -43,8 +43,14 @@ FEATURE_CMAP = "viridis"
 # basics
 # ---------------------------------------------------------------------------------------
 
+#: Inches. A wider figure is shrunk to the notebook's column, and its thumbnails with it.
+MAX_FIGURE_WIDTH = 10.0
+
+
 def _grid(nrows: int, ncols: int, panel: float = PANEL, extra_h: float = 0.35, **kw):
-    """A constrained-layout figure with an (nrows, ncols) array of axes."""
+    """A constrained-layout figure with an (nrows, ncols) array of axes, at most
+    MAX_FIGURE_WIDTH wide: many columns get smaller panels, not a wider figure."""
+    panel = min(panel, MAX_FIGURE_WIDTH / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, (panel + extra_h) * nrows),
                              squeeze=False, layout="constrained", **kw)
     return fig, axes
@@ -395,7 +401,8 @@ def plot_neighbours(decoded: np.ndarray, projection: Projection, crop: Optional[
     n = len(images)
     nrows = -(-n // ncols)
     ncols = -(-n // nrows)          # balance the rows: 11 images -> 6 + 5, not 8 + 3
-    fig = plt.figure(figsize=(1.7 * ncols, 2.0 * nrows + 1.8), layout="constrained")
+    cell = min(1.7, MAX_FIGURE_WIDTH / ncols)
+    fig = plt.figure(figsize=(cell * ncols, (cell + 0.3) * nrows + 1.8), layout="constrained")
     gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[2.0] * nrows + [1.6])
     for i in range(n):
         show_image(fig.add_subplot(gs[i // ncols, i % ncols]), images[i], titles[i]).title.set_fontsize(8)
@@ -806,7 +813,7 @@ def plot_stage_view(view, title: Optional[str] = None) -> Figure:
     k = len(view.neighbours)
     ncols = max(k, 2 + len(view.channels), 3)
     # at most 10 inches wide, however large K is: thumbnails stay readable in a notebook
-    fig = plt.figure(figsize=(min(10.0, 1.0 * ncols), 6.0), layout="constrained")
+    fig = plt.figure(figsize=(min(MAX_FIGURE_WIDTH, 1.0 * ncols), 6.0), layout="constrained")
     rows = fig.subfigures(4, 1, height_ratios=[1.25, 1.0, 0.7, 1.25])
     blank = np.full((8, 8), 255, np.uint8)
 
