@@ -24,7 +24,11 @@ import pytest
 
 # dfd_kit's set-up, then with argument "without-hook" its import hook taken out again
 SETUP = textwrap.dedent("""
+    import signal
     import sys
+    # Ctrl-C as a terminal's Python has it: a test run started in the background by a
+    # non-interactive shell starts with SIGINT ignored, and Python then keeps it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import dfd_kit.backend
     dfd_kit.backend.configure()
     if sys.argv[1] == "without-hook":
