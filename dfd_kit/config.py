@@ -14,6 +14,8 @@ from typing import Dict, Tuple
 COMPONENTS: Tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth", "remainder")
 #: The four local parts (everything but the remainder).
 PARTS: Tuple[str, ...] = COMPONENTS[:4]
+#: The two feature banks (the paper's male and female sets of real sketches).
+SEXES: Tuple[str, ...] = ("male", "female")
 #: How the official files name each component (the remainder is the empty string).
 OFFICIAL_NAMES: Dict[str, str] = {"left_eye": "eye1", "right_eye": "eye2", "nose": "nose",
                                   "mouth": "mouth", "remainder": ""}
@@ -138,6 +140,6 @@ DEMO = ModelConfig(
 # on two CPU cores; dfd_kit.training photo).
 PHOTO = replace(DEMO, layout=PHOTO_LAYOUT)
 
-__all__ = ["COMPONENTS", "PARTS", "OFFICIAL_NAMES", "Box", "Layout", "NetworkConfig", "ModelConfig",
+__all__ = ["COMPONENTS", "PARTS", "SEXES", "OFFICIAL_NAMES", "Box", "Layout", "NetworkConfig", "ModelConfig",
            "OFFICIAL", "DEMO", "PHOTO", "OFFICIAL_LAYOUT", "DEMO_LAYOUT",
            "PHOTO_LAYOUT", "replace"]

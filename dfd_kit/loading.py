@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import io
 import json
 import math
 import os
@@ -40,10 +39,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .config import COMPONENTS, OFFICIAL, OFFICIAL_NAMES, PARTS, Box, ModelConfig
+from .config import COMPONENTS, OFFICIAL, OFFICIAL_NAMES, PARTS, SEXES, Box, ModelConfig
 from .errors import ParamsError
 
-SEXES = ("male", "female")
 _BANK_PREFIX = {"male": "man", "female": "female"}
 _JT13_TRAILER = b"HCAJSLHD"
 

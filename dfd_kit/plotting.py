@@ -25,11 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .config import COMPONENTS, PARTS, Layout
+from .config import COMPONENTS, PARTS, SEXES, Layout
 from .manifold import Projection, blend, project_to_manifold
 from .measures import mean_absolute_error
 
-SEXES = ("male", "female")
 COMPONENT_COLOURS = {"left_eye": "tab:blue", "right_eye": "tab:cyan", "nose": "tab:green",
                      "mouth": "tab:red", "remainder": "tab:gray"}
 SEX_COLOURS = {"male": "tab:blue", "female": "tab:orange"}

@@ -381,17 +381,17 @@ def test_paste_gives_the_face_map_of_slice_assignment_in_paste_order():
         b = lay.box(c)
         h = lay.nose_rows if c == "nose" else b.size
         ref[:, :, b.y:b.y + h, b.x:b.x + b.size] = maps[c][:, :, :h]
-    ours = stage2.paste_parts({c: jt.array(m) for c, m in maps.items()}, lay).numpy()
+    ours = stage2.paste_feature_maps({c: jt.array(m) for c, m in maps.items()}, lay).numpy()
     np.testing.assert_array_equal(ours, ref)
 
 
-def test_paste_parts_sends_each_pixels_gradient_only_to_the_component_shown_there():
+def test_the_paste_sends_each_pixels_gradient_only_to_the_component_shown_there():
     import jittor as jt
 
     stage2 = tr()[3]
     maps = {c: jt.array(np.zeros((1, 1, TINY.layout.crop_size(c), TINY.layout.crop_size(c)), np.float32))
             for c in COMPONENTS}
-    face = stage2.paste_parts(maps, TINY.layout)
+    face = stage2.paste_feature_maps(maps, TINY.layout)
     grads = jt.grad(face.sum(), [maps[c] for c in COMPONENTS])
     total = np.zeros((64, 64))
     for c, g in zip(COMPONENTS, grads):

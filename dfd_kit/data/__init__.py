@@ -29,11 +29,10 @@ from typing import List, NamedTuple, Tuple
 import numpy as np
 from PIL import Image
 
-from ..config import DEMO_LAYOUT, Layout
+from ..config import DEMO_LAYOUT, SEXES, Layout
 from ..errors import DataError, DataNotFoundError
 
 #: The two values of the ``sex`` column (the paper's gender control).
-SEXES = ("male", "female")
 
 
 class Sample(NamedTuple):

@@ -31,7 +31,7 @@ _LAZY = {
     "load_checkpoint": "common", "find_checkpoint": "common", "plot_losses": "common", "save_image_grid": "common", "seed_all": "common",
     "train_stage1": "stage1", "load_stage1": "stage1", "build_autoencoders": "stage1",
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
-    "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2", "paste_parts": "stage2",
+    "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2",
     "MultiscaleDiscriminator": "stage2", "PatchDiscriminator": "stage2",
     "train_demo": "__main__", "evaluate_quality": "quality",
 }

@@ -54,9 +54,8 @@ STAGE = "stage2"
 
 # ----------------------------------------------------------------------------- paste
 
-# Training and inference share one paste: a masked sum whose gradient reaches only the
-# component each pixel shows (see dfd_kit.mapping.paste_feature_maps).
-paste_parts = paste_feature_maps
+# Training and inference share one paste, dfd_kit.mapping.paste_feature_maps: a masked sum
+# whose gradient reaches only the component each pixel shows.
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -137,7 +136,7 @@ def build_discriminator(cfg: Stage2Config) -> MultiscaleDiscriminator:
 def synthesize(fdec, gen, latents: Dict[str, jt.Var], layout: Layout) -> jt.Var:
     """latents {component: (B, D)} -> images (B, 3, size, size) in [-1, 1], differentiable
     with respect to the feature decoders and the generator."""
-    return gen(paste_parts({c: fdec[c](latents[c]) for c in COMPONENTS}, layout))
+    return gen(paste_feature_maps({c: fdec[c](latents[c]) for c in COMPONENTS}, layout))
 
 
 def _modules(fdec, gen, disc) -> Dict[str, object]:
@@ -333,6 +332,6 @@ def default_model_card(out_dir, bankset: BankSet) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["train_stage2", "load_stage2", "export_model", "paste_parts", "paste_masks", "PatchDiscriminator",
+__all__ = ["train_stage2", "load_stage2", "export_model", "paste_masks", "PatchDiscriminator",
            "MultiscaleDiscriminator", "lsgan_loss", "feature_matching_loss", "build_synthesis",
            "build_discriminator", "synthesize", "LatentSource", "write_stage2_samples"]
