@@ -41,7 +41,6 @@ import dfd_kit  # noqa: E402  (configures Jittor before it is imported)
 from dfd_kit.config import COMPONENTS, DEMO  # noqa: E402
 
 SKETCH = ROOT / "tests" / "fixtures" / "official_parity" / "inputs" / "sketch_0.png"
-STANDIN = ROOT / ".cache" / "standin_params"
 STAGES = ("normalise+crop", "encode", "project", "shadows", "feature map", "synthesis")
 
 
@@ -238,10 +237,9 @@ def bench_model(name: str, model, sketch, repeats: int, sex="male") -> dict:
 # --------------------------------------------------------------------------- models
 
 def full_size_model(params, precision="auto"):
-    if params is None:
-        from dfd_kit.standin import write_standin_params
+    from dfd_kit.standin import full_size_params
 
-        params = write_standin_params(STANDIN)
+    params = full_size_params(params)
     model = dfd_kit.load(params, precision=precision)
     return model, f"full-size ({params}), {model.precision}"
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKETCH = ROOT / "tests" / "fixtures" / "official_parity" / "inputs" / "sketch_0.png"
-STANDIN = ROOT / ".cache" / "standin_params"
 SCENARIOS = {"first load": None, "load + generate, no shadows": False, "load + generate, shadows": True}
 
 
@@ -70,12 +69,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from dfd_kit.loading import compact_cache_dir
 
-    if args.params:
-        params = Path(args.params)
-    else:
-        from dfd_kit.standin import write_standin_params
+    from dfd_kit.standin import full_size_params
 
-        params = write_standin_params(STANDIN)
+    params = full_size_params(args.params)
     if not args.keep_cache:
         shutil.rmtree(compact_cache_dir(params), ignore_errors=True)
     results = {}

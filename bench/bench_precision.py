@@ -44,7 +44,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "official_parity"
 SKETCH = FIXTURE / "inputs" / "sketch_0.png"
-STANDIN = ROOT / ".cache" / "standin_params"
 PRECISIONS = ("fp32", "bf16")
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 
@@ -207,12 +206,9 @@ def main(argv=None) -> int:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    if a.params:
-        params = Path(a.params)
-    else:
-        from dfd_kit.standin import write_standin_params
+    from dfd_kit.standin import full_size_params
 
-        params = write_standin_params(STANDIN)
+    params = full_size_params(a.params)
     from dfd_kit.precision import BF16_CPU_FLAGS, cpu_flags
 
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": os.getloadavg(),

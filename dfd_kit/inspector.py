@@ -508,7 +508,8 @@ class ManifoldMap:
         n = len(self.pad.model.banks[sex][c])
         if not 0 <= int(row) < n:
             raise ConfigError(f"bank row must be between 0 and {n - 1}, not {row}")
-        self.refresh() if self._shown != (sex, c) else None
+        if self._shown != (sex, c):   # another bank than the one drawn: draw it first
+            self.refresh()
         self.selected = int(row)
         if self.pad.has_decoders:
             sketch = sketch_to_uint8(self.pad.decode_rows(c, sex, np.array([row]))[0])

@@ -34,6 +34,16 @@ def standin_array(file: str, key: str, shape, init: dict) -> np.ndarray:
     return x.astype(np.float32).reshape(shape)
 
 
+#: Where the tests and benchmarks keep the stand-in Params (under .cache/, ignored by git).
+STANDIN_DIR = FIXTURE.parents[2] / ".cache" / "standin_params"
+
+
+def full_size_params(params=None, progress: bool = True) -> Path:
+    """``params`` if given, else the stand-in Params in STANDIN_DIR (written when missing):
+    the full-size model the benchmarks measure."""
+    return Path(params) if params else write_standin_params(STANDIN_DIR, progress=progress)
+
+
 def write_standin_params(out_dir, manifest=FIXTURE / "manifest.json", progress: bool = True) -> Path:
     """Write a complete official-layout Params/ (about 2.3 GB, ~20 s). Returns out_dir.
     A ``.complete`` marker is written last, so an interrupted run is redone."""

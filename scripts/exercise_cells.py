@@ -39,6 +39,20 @@ def code(text):
     return ("code", text.strip("\n"))
 
 
+def stub(name: str, args: str):
+    """The code cell of a "write it" exercise: the learner's stub, then its checker's call."""
+    return code(f"""
+from dfd_kit.exercises import check_{name}
+
+
+def {name}({args}):
+    ...  # your code here
+
+
+check_{name}({name});   # the ";" keeps the returned result from repeating the paragraph
+""")
+
+
 # ----------------------------------------------------------------------------- 01
 
 EX01 = [
@@ -57,7 +71,7 @@ as well?
 import numpy as np
 from dfd_kit.examples import example_sketch
 
-sketch = example_sketch(0, model.layout)
+sketch = example_sketch("clean1_male", model.layout)   # a held-out sketch in the photo model's style
 nose, mouth = model.layout.box("nose"), model.layout.box("mouth")
 row = (mouth.y + nose.y + nose.size) // 2          # halfway down the rows both boxes cover
 left, right = max(nose.x, mouth.x) + 4, min(nose.x + nose.size, mouth.x + mouth.size) - 4
@@ -88,16 +102,7 @@ pixels, dark strokes on white. Return a dict with the five names of `dfd_kit.COM
 
 Leave the sketch you are given unchanged.
 """),
-    code("""
-from dfd_kit.exercises import check_crop_components
-
-
-def crop_components(sketch, layout):
-    ...  # your code here
-
-
-check_crop_components(crop_components);   # the ";" keeps the returned result from repeating the paragraph
-"""),
+    stub("crop_components", "sketch, layout"),
 ]
 
 SOL01 = [
@@ -169,7 +174,7 @@ import numpy as np
 from dfd_kit.examples import example_sketch
 from dfd_kit.manifold import nearest_neighbours
 
-sketch = example_sketch(0, model.layout)
+sketch = example_sketch("clean1_male", model.layout)   # a held-out sketch in the photo model's style
 b = model.layout.box("left_eye")
 barred = sketch.copy()
 barred[b.y + b.size // 4:b.y + b.size // 2, b.x:b.x + b.size // 3] = 0
@@ -253,16 +258,7 @@ the K rows of `bank` nearest to `latent` in squared Euclidean distance (the sum 
 differences), nearest first, as an integer array of shape (K,). Rows at exactly the same distance may
 come in any order.
 """),
-    code("""
-from dfd_kit.exercises import check_nearest_rows
-
-
-def nearest_rows(latent, bank, k):
-    ...  # your code here
-
-
-check_nearest_rows(nearest_rows);   # the ";" keeps the returned result from repeating the paragraph
-"""),
+    stub("nearest_rows", "latent, bank, k"),
     md("""
 ### Write it: the locally-linear weights
 
@@ -408,16 +404,7 @@ its box (`layout.box(name)`, with `x`, `y` and `size`), in the order `layout.pas
 covering earlier ones. The nose keeps only its top `layout.nose_rows` rows, so the mouth keeps the rows
 the two boxes share. Leave the maps you are given unchanged.
 """),
-    code("""
-from dfd_kit.exercises import check_paste_parts
-
-
-def paste_parts(maps, layout):
-    ...  # your code here
-
-
-check_paste_parts(paste_parts);   # the ";" keeps the returned result from repeating the paragraph
-"""),
+    stub("paste_parts", "maps, layout"),
 ]
 
 SOL04 = [
