@@ -41,11 +41,16 @@ everything here must run *before* ``import jittor``:
   :func:`warm_up` compiles a generation's kernels ahead with one.
 * numpy's float limits are computed before Jittor loads its first kernel
   (:func:`_cache_float_limits`): the kernels turn on flush-to-zero, under which numpy warns.
+
+The patches to Jittor's own functions and module state sit in one section below ("Patches to
+Jittor's own code and state"), each naming the upstream issue it works around, written for
+:data:`PINNED_JITTOR` and applied to another Jittor only where that is safe, with one warning.
 """
 from __future__ import annotations
 
 import glob
 import importlib.abc
+import importlib.util
 import os
 import platform
 import re
@@ -155,21 +160,6 @@ def _set_up_onednn():
     return chosen
 
 
-def _tolerate_failed_onednn_ops(compile_custom_ops):
-    """Jittor's compile_custom_ops, except that Jittor's oneDNN operators failing to compile
-    turn oneDNN off (one warning, ``mkl_ops`` None) instead of failing ``import jittor``."""
-    def compile_or_none(filenames, *args, **kwargs):
-        try:
-            return compile_custom_ops(filenames, *args, **kwargs)
-        except Exception as e:
-            if not any(f"{os.sep}mkl{os.sep}" in str(f) for f in filenames):
-                raise
-            _without_onednn(f"Jittor's oneDNN operators did not compile against "
-                            f"{info.get('onednn') or 'oneDNN'} ({error_summary(e)})")
-            return None
-    return compile_or_none
-
-
 def error_summary(e: Exception) -> str:
     """One short line for a Jittor compile error (its message is the whole command line)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
@@ -237,41 +227,6 @@ def compile_procs() -> int:
     return max(1, min(procs, 16))
 
 
-def _start_compilers_on_demand(procs: int) -> None:
-    """Make Jittor fork compilers only when something is missing from its cache, and then
-    *procs* of them (:func:`compile_procs`) instead of (host RAM // 3 GB).
-
-    At every import Jittor hands the ~160 compile commands of its core to
-    ``jittor_utils.run_cmds``, which forks its pool before asking the cache, and keeps the
-    pool for the life of the process: 7 idle compilers in every Python process and notebook
-    kernel on a 24 GB, 2-core machine, 16 on a large host, and in a memory-limited container
-    (a class JupyterHub, Binder) enough compilers on a cold cache to be killed. Here the
-    commands are first put to the cache in this process (``do_compile`` answers a cached one
-    at once, as Jittor's single-process mode does); at the first one that really compiles,
-    the rest go to the pool. Jittor reads the memory that sizes the pool through
-    ``jittor_utils.get_total_mem``, so we answer for it.
-
-    What really compiles is counted on :data:`_compile_progress`'s bar: the pool reports each
-    finished command to ``jittor_utils.DelayProgress`` (its own progress line, silent under
-    ``log_silent``), which :class:`_CountCompiledFiles` stands in for.
-    """
-    import jittor_utils
-
-    jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
-    pooled = jittor_utils.run_cmds
-
-    def run_cmds(cmds, cache_path, jittor_path, msg="run_cmds"):
-        for i, cmd in enumerate(cmds):
-            if jittor_utils.do_compile([cmd, cache_path, jittor_path]):   # True: it compiled
-                with _compile_progress:
-                    _compile_progress.advance(1)
-                    rest = cmds[i + 1:]
-                    return pooled(rest, cache_path, jittor_path, msg) if rest else None
-
-    jittor_utils.run_cmds = run_cmds
-    jittor_utils.DelayProgress = _CountCompiledFiles
-
-
 class _CompileProgress:
     """A progress bar while Jittor compiles (on a new machine, its core takes minutes and
     prints nothing: log_silent is on, and its own progress line would be one more pink
@@ -316,18 +271,6 @@ class _CompileProgress:
 
 
 _compile_progress = _CompileProgress()
-
-
-class _CountCompiledFiles:
-    """Stands in for ``jittor_utils.DelayProgress(msg, n)``, which Jittor's pooled
-    ``run_cmds`` tells of every finished command (``update(i)``, i counting from 0)."""
-
-    def __init__(self, msg, n):
-        self.done = 0
-
-    def update(self, i):
-        _compile_progress.advance(i + 1 - self.done)
-        self.done = i + 1
 
 
 def _jittor_core_missing() -> bool:
@@ -440,8 +383,101 @@ def _quiet_notebook_stderr() -> bool:
     return True
 
 
+#: Free memory the process heap may keep at its top for reuse (see _reuse_freed_buffers).
+_HEAP_TRIM_BYTES = 512 << 20
+
+
+def _reuse_freed_buffers() -> bool:
+    """Make glibc keep freed large buffers for reuse instead of handing them back to the OS.
+
+    Jittor's oneDNN convolutions allocate their working copies (oneDNN's blocked layouts)
+    afresh on every call. glibc serves any block over its mmap threshold (at most 32 MB;
+    one 32-channel 512 x 512 map is 34 MB) with a new mapping, and the kernel zero-fills
+    every page of it on first touch, so at full size each 512 x 512 convolution paid for
+    its memory again: a 32 -> 32 3x3 conv took 115 ms, 52 ms with the buffers reused
+    (bench/README.md). With mmap off, large blocks come from the heap, and up to
+    ``_HEAP_TRIM_BYTES`` of free heap stays mapped for the next call. Peak memory is
+    unchanged (bench/bench_memory.py). Linux with glibc only; elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):   # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4   # glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, _HEAP_TRIM_BYTES))
+
+
+# ---------------------------------------------------------------------------
+# Patches to Jittor's own code and state
+#
+# Everything that replaces or wraps a function of Jittor's, or sets its module state, is
+# here; configure() applies it (the import hook at `import jittor`). Each patch was written
+# for PINNED_JITTOR, says what it works around and upstream's record of it, and is applied
+# to another Jittor only where that is safe (_jittor_patches), with one warning.
+# ---------------------------------------------------------------------------
+
+#: The Jittor the patches below were written for and tested on (pyproject.toml pins it).
+PINNED_JITTOR = "1.3.11.0"
+
+#: Whether each patch is applied to a Jittor other than PINNED_JITTOR. False: it replaces
+#: Jittor internals whose names and arguments may have changed, so it is left out and Jittor
+#: does that its own way; True: it only wraps or restores something, harmless if Jittor changed.
+_PATCHES_ON_OTHER_JITTOR = {
+    "pinned cache": False,                     # _pin_jittor_cache
+    "compilers on demand": False,              # _start_compilers_on_demand
+    "C++ output on file descriptors": True,    # _keep_cpp_output_on_file_descriptors
+    "oneDNN operators may fail": True,         # _tolerate_failed_onednn_ops
+    "Python's signal handlers": True,          # _JittorImportHook
+}
+
+
+def jittor_version() -> str | None:
+    """The installed Jittor's version (None: no Jittor), read as jittor_utils reads it, from
+    the ``__version__`` line of jittor/__init__.py, without importing Jittor (importlib.metadata
+    would add a third to ``import dfd_kit``)."""
+    spec = importlib.util.find_spec("jittor")
+    if spec is None:
+        return None
+    try:
+        with open(spec.origin, encoding="utf8") as f:
+            for line in f:
+                m = re.match(r"""__version__\s*=\s*['"]([^'"]+)['"]""", line)
+                if m:
+                    return m.group(1)
+    except (OSError, TypeError):   # TypeError: no origin (a namespace package)
+        pass
+    return "(version unknown)"
+
+
+def _jittor_patches(version: str | None) -> dict:
+    """{patch: apply it?} for Jittor *version* (see :data:`_PATCHES_ON_OTHER_JITTOR`)."""
+    return {name: version == PINNED_JITTOR or elsewhere for name, elsewhere in _PATCHES_ON_OTHER_JITTOR.items()}
+
+
+def _unpinned_jittor_message(version: str | None, patches: dict) -> str | None:
+    """What to warn when *version* is not the pinned Jittor (None when it is)."""
+    if version == PINNED_JITTOR:
+        return None
+    skipped = [name for name, on in patches.items() if not on]
+    untested = [name for name, on in patches.items() if on]
+    return (f"dfd_kit: Jittor {version} is installed, and dfd_kit's patches to "
+            f"Jittor were made for {PINNED_JITTOR}: left out ({', '.join(skipped)}), applied untested "
+            f"({', '.join(untested)}). For the tested set-up: pip install jittor=={PINNED_JITTOR}")
+
+
 def _pin_jittor_cache(folder: str) -> str:
-    """Point Jittor's compile cache at *folder*, with portable flags. Returns the cache path."""
+    """Point Jittor's compile cache at *folder*, with portable flags. Returns the cache path.
+
+    Works around: Jittor keys its cache folder on the host name and CPU model and compiles
+    for -march=native, so a cache built in an image (Binder's postBuild) is never found in
+    the session: everything compiles again, for minutes. Upstream: no issue found.
+    Another Jittor: skipped (it sets jittor_utils.cache_path and its lock, internals that
+    may have changed); Jittor then keeps its own cache, which is slower to start, no worse.
+    """
     flags = os.environ.get("cc_flags", "")
     # Child processes inherit the variable; adding the flags twice would change every compile
     # command, and Jittor would recompile everything.
@@ -470,6 +506,105 @@ def _pin_jittor_cache(folder: str) -> str:
     return path
 
 
+def _start_compilers_on_demand(procs: int) -> None:
+    """Make Jittor fork compilers only when something is missing from its cache, and then
+    *procs* of them (:func:`compile_procs`) instead of (host RAM // 3 GB).
+
+    At every import Jittor hands the ~160 compile commands of its core to
+    ``jittor_utils.run_cmds``, which forks its pool before asking the cache, and keeps the
+    pool for the life of the process: 7 idle compilers in every Python process and notebook
+    kernel on a 24 GB, 2-core machine, 16 on a large host, and in a memory-limited container
+    (a class JupyterHub, Binder) enough compilers on a cold cache to be killed. Here the
+    commands are first put to the cache in this process (``do_compile`` answers a cached one
+    at once, as Jittor's single-process mode does); at the first one that really compiles,
+    the rest go to the pool. Jittor reads the memory that sizes the pool through
+    ``jittor_utils.get_total_mem``, so we answer for it.
+
+    What really compiles is counted on :data:`_compile_progress`'s bar: the pool reports each
+    finished command to ``jittor_utils.DelayProgress`` (its own progress line, silent under
+    ``log_silent``), which :class:`_CountCompiledFiles` stands in for.
+
+    Upstream: no issue found for the pool forked before the cache is asked; related,
+    Jittor/jittor#493 (the pool is sized from the host's RAM) and Jittor/JittorLLMs#126 (a
+    2 GB machine killed while Jittor compiled).
+    Another Jittor: skipped (it replaces run_cmds, DelayProgress and get_total_mem, whose
+    arguments may have changed); Jittor then starts its own pool.
+    """
+    import jittor_utils
+
+    jittor_utils.get_total_mem = lambda: procs * 3 * 2**30
+    pooled = jittor_utils.run_cmds
+
+    def run_cmds(cmds, cache_path, jittor_path, msg="run_cmds"):
+        for i, cmd in enumerate(cmds):
+            if jittor_utils.do_compile([cmd, cache_path, jittor_path]):   # True: it compiled
+                with _compile_progress:
+                    _compile_progress.advance(1)
+                    rest = cmds[i + 1:]
+                    return pooled(rest, cache_path, jittor_path, msg) if rest else None
+
+    jittor_utils.run_cmds = run_cmds
+    jittor_utils.DelayProgress = _CountCompiledFiles
+
+
+class _CountCompiledFiles:
+    """Stands in for ``jittor_utils.DelayProgress(msg, n)``, which Jittor's pooled
+    ``run_cmds`` tells of every finished command (``update(i)``, i counting from 0)."""
+
+    def __init__(self, msg, n):
+        self.done = 0
+
+    def update(self, i):
+        _compile_progress.advance(i + 1 - self.done)
+        self.done = i + 1
+
+
+def _keep_cpp_output_on_file_descriptors() -> bool:
+    """In a Jupyter kernel, stop Jittor from redirecting C++ output into Python's streams
+    (see the module docstring). Returns True if it would have done so.
+
+    Jittor decides with ``jittor_utils.is_in_ipynb``, read when its compiled helpers load
+    (in ``import jittor``); clearing it first keeps ``std::cerr`` on file descriptor 2.
+    Logs stay synchronous, as Jittor makes them in notebooks (``log_sync``: its default),
+    so they keep their order.
+
+    Works around: the segfault of a kernel that compiles while Python threads run (see the
+    module docstring). Upstream: no issue found; symptom: the kernel dies silently while
+    Jittor compiles (notebook 06 in every fresh run).
+    Another Jittor: applied (False is what Jittor has outside notebooks, a mode every
+    version runs in).
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    import jittor_utils
+
+    if not getattr(jittor_utils, "is_in_ipynb", False):
+        return False
+    jittor_utils.is_in_ipynb = False
+    return True
+
+
+def _tolerate_failed_onednn_ops(compile_custom_ops):
+    """Jittor's compile_custom_ops, except that Jittor's oneDNN operators failing to compile
+    turn oneDNN off (one warning, ``mkl_ops`` None) instead of failing ``import jittor``.
+
+    Works around: ``import jittor`` failing outright when its oneDNN operators do not compile
+    (oneDNN 3 removed the API they use). Upstream: no issue found; symptom: the import ends
+    with the compiler's errors on mkl_conv_op and the like.
+    Another Jittor: applied (it acts only on a failure it recognises, and re-raises the rest).
+    """
+    def compile_or_none(filenames, *args, **kwargs):
+        try:
+            return compile_custom_ops(filenames, *args, **kwargs)
+        except Exception as e:
+            if not any(f"{os.sep}mkl{os.sep}" in str(f) for f in filenames):
+                raise
+            _without_onednn(f"Jittor's oneDNN operators did not compile against "
+                            f"{info.get('onednn') or 'oneDNN'} ({error_summary(e)})")
+            return None
+    return compile_or_none
+
+
 class _JittorImportHook(importlib.abc.MetaPathFinder):
     """Import hook: when ``jittor`` is imported, make it start compilers only on demand
     (:func:`_start_compilers_on_demand`), fix numpy's float limits (:func:`_cache_float_limits`),
@@ -481,11 +616,20 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
 
     It finds each module's spec through the other finders and wraps the loader's exec_module,
     then leaves sys.meta_path: Jittor is imported once per process.
+
+    The signal handlers work around Jittor's core ending the process with quick_exit(1) on
+    SIGCHLD and SIGINT. Upstream: no Jittor/jittor issue found; the quick exit is reported
+    in Jittor/JittorLLMs#133 and #35 ("Caught SIGCHLD. Maybe out of memory ... quick exit").
+    Another Jittor: applied (it only puts back Python's own handlers).
+
+    compile_procs: the compilers for :func:`_start_compilers_on_demand`, None to leave
+    Jittor's pool alone; restore_signals, tolerate_onednn: the other two patches, on or off
+    (the three as :func:`_jittor_patches` says for the installed Jittor).
     """
 
-    def __init__(self, compile_procs: int):
-        self.compile_procs = compile_procs
-        self.pending = {"jittor", "jittor.compile_extern"}
+    def __init__(self, compile_procs: int | None, restore_signals: bool = True, tolerate_onednn: bool = True):
+        self.compile_procs, self.restore_signals = compile_procs, restore_signals
+        self.pending = {"jittor", "jittor.compile_extern"} if tolerate_onednn else {"jittor"}
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.pending:
@@ -493,8 +637,6 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         self.pending.discard(fullname)
         if not self.pending:
             sys.meta_path.remove(self)
-        import importlib.util
-
         spec = importlib.util.find_spec(fullname)   # this finder passes on it now
         if spec is None or spec.loader is None:
             return spec
@@ -503,7 +645,8 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         # Here rather than in configure(): jittor_utils reads its settings (JITTOR_HOME,
         # log_v, ...) from the environment when imported, which a user may still change
         # between `import dfd_kit` and `import jittor`.
-        _start_compilers_on_demand(self.compile_procs)
+        if self.compile_procs is not None:
+            _start_compilers_on_demand(self.compile_procs)
         _cache_float_limits()   # before Jittor's first kernel turns on flush-to-zero
         import signal
 
@@ -511,7 +654,8 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
 
         # only the main thread may set handlers; jittor is imported there in practice
         main = threading.current_thread() is threading.main_thread()
-        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)} if main else {}
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGINT)} \
+            if main and self.restore_signals else {}
         exec_module = spec.loader.exec_module
 
         def exec_then_restore(module):
@@ -548,51 +692,9 @@ class _JittorImportHook(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _keep_cpp_output_on_file_descriptors() -> bool:
-    """In a Jupyter kernel, stop Jittor from redirecting C++ output into Python's streams
-    (see the module docstring). Returns True if it would have done so.
-
-    Jittor decides with ``jittor_utils.is_in_ipynb``, read when its compiled helpers load
-    (in ``import jittor``); clearing it first keeps ``std::cerr`` on file descriptor 2.
-    Logs stay synchronous, as Jittor makes them in notebooks (``log_sync``: its default),
-    so they keep their order.
-    """
-    if "ipykernel" not in sys.modules:
-        return False
-    import jittor_utils
-
-    if not getattr(jittor_utils, "is_in_ipynb", False):
-        return False
-    jittor_utils.is_in_ipynb = False
-    return True
-
-
-#: Free memory the process heap may keep at its top for reuse (see _reuse_freed_buffers).
-_HEAP_TRIM_BYTES = 512 << 20
-
-
-def _reuse_freed_buffers() -> bool:
-    """Make glibc keep freed large buffers for reuse instead of handing them back to the OS.
-
-    Jittor's oneDNN convolutions allocate their working copies (oneDNN's blocked layouts)
-    afresh on every call. glibc serves any block over its mmap threshold (at most 32 MB;
-    one 32-channel 512 x 512 map is 34 MB) with a new mapping, and the kernel zero-fills
-    every page of it on first touch, so at full size each 512 x 512 convolution paid for
-    its memory again: a 32 -> 32 3x3 conv took 115 ms, 52 ms with the buffers reused
-    (bench/README.md). With mmap off, large blocks come from the heap, and up to
-    ``_HEAP_TRIM_BYTES`` of free heap stays mapped for the next call. Peak memory is
-    unchanged (bench/bench_memory.py). Linux with glibc only; elsewhere nothing changes.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):   # not glibc (e.g. musl)
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4   # glibc's malloc.h
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, _HEAP_TRIM_BYTES))
+# ---------------------------------------------------------------------------
+# End of the patches to Jittor
+# ---------------------------------------------------------------------------
 
 
 def configure() -> dict:
@@ -619,22 +721,29 @@ def configure() -> dict:
     if os.environ.get("use_mkl", "1") == "1" and "jittor" not in sys.modules:
         # without one, oneDNN is turned off, so Jittor does not try (and fail) to download it
         dnnl = _set_up_onednn()
-    pinned = os.environ.get(PINNED_CACHE_ENV)
+    version = jittor_version()
+    patches = _jittor_patches(version)
+    unpinned = _unpinned_jittor_message(version, patches)
+    if unpinned and version is not None:   # no Jittor at all: `import jittor` says so
+        warnings.warn(unpinned, stacklevel=3)
+    pinned = os.environ.get(PINNED_CACHE_ENV) if patches["pinned cache"] else None
     cache = _pin_jittor_cache(pinned) if pinned and "jittor" not in sys.modules else None
     heap = _reuse_freed_buffers()
     fd_output, procs = False, None
     if "jittor" not in sys.modules:
         # after the cache is pinned: importing jittor_utils fixes its cache path
-        fd_output = _keep_cpp_output_on_file_descriptors()
+        fd_output = patches["C++ output on file descriptors"] and _keep_cpp_output_on_file_descriptors()
         _quiet_notebook_stderr()
-        procs = compile_procs()
-        sys.meta_path.insert(0, _JittorImportHook(procs))
+        procs = compile_procs() if patches["compilers on demand"] else None
+        sys.meta_path.insert(0, _JittorImportHook(procs, restore_signals=patches["Python's signal handlers"],
+                                                  tolerate_onednn=patches["oneDNN operators may fail"]))
     # onednn: what Jittor compiles its oneDNN operators against (False: none); onednn_include:
     # the headers dfd_kit.fused compiles its own against (the same, as Jittor's folder links them)
     info.update(cuda=use_cuda, onednn=str(dnnl) if dnnl else False,
                 onednn_include=os.path.join(onednn.jittor_folder(_jittor_home()), "include") if dnnl else None,
                 pinned_cache=cache, heap_reuse=heap,
-                cpp_output_on_fds=fd_output, compile_procs=procs)
+                cpp_output_on_fds=fd_output, compile_procs=procs, jittor=version,
+                jittor_patches=[name for name, on in patches.items() if on])
     return info
 
 

@@ -12,6 +12,9 @@ dfd_kit's set-up, C++ output stays on file descriptor 2 (which ipykernel forward
 Compilers. Jittor forks (host RAM // 3 GB) compiler processes at every import, even when its
 cache is complete, and keeps them; with dfd_kit's set-up it forks none then, and one per core,
 within the container's memory limit, when something is missing from the cache.
+
+Versions. The patches are written for the Jittor pyproject.toml pins; on another one, those
+that replace Jittor's internals are left out, the rest applied, and one warning says which.
 """
 from __future__ import annotations
 
@@ -210,3 +213,30 @@ def test_compile_procs_follow_cores_and_the_cgroup_limit(monkeypatch):
     monkeypatch.setattr(backend.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(backend, "memory_limit_bytes", lambda: None)
     assert backend.compile_procs() == 16
+
+
+def test_the_patches_are_written_for_the_jittor_pyproject_pins():
+    from pathlib import Path
+
+    from dfd_kit import backend
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert f"jittor=={backend.PINNED_JITTOR}" in pyproject["project"]["dependencies"]
+    assert backend.jittor_version() == backend.PINNED_JITTOR == backend.info["jittor"]
+
+
+def test_on_another_jittor_the_patches_to_its_internals_are_left_out_and_the_warning_says_so():
+    from dfd_kit import backend
+
+    assert all(backend._jittor_patches(backend.PINNED_JITTOR).values())
+    assert backend._unpinned_jittor_message(backend.PINNED_JITTOR, {}) is None
+    other = backend._jittor_patches("1.3.12.0")
+    # these replace Jittor's functions and state; the rest only wrap or restore
+    assert [name for name, on in other.items() if not on] == ["pinned cache", "compilers on demand"]
+    message = backend._unpinned_jittor_message("1.3.12.0", other)
+    assert "1.3.12.0" in message and f"pip install jittor=={backend.PINNED_JITTOR}" in message

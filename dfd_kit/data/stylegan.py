@@ -95,10 +95,11 @@ def outline(mask: np.ndarray) -> np.ndarray:
     Where hair meets a white background the photo's own lines are faint or missing, yet a
     person drawing a face draws that outline first; so the training sketches get it
     explicitly. Specks of the mask (a few per cent of the image) are left out."""
-    from .sketch import _min_filter, remove_small_components
+    from scipy import ndimage
+    from skimage.morphology import remove_small_objects
 
-    m = remove_small_components(np.asarray(mask) > 0.5, int(0.02 * mask.size))
-    edge = m & (_min_filter(m.astype(np.float64), 3) < 0.5)
+    m = remove_small_objects(np.asarray(mask) > 0.5, max_size=int(0.02 * mask.size) - 1, connectivity=2)
+    edge = m & ~ndimage.binary_erosion(m, np.ones((3, 3), bool), border_value=1)
     edge[:, :2] = edge[:, -2:] = edge[:2, :] = edge[-2:, :] = False   # none along the image border
     return np.where(edge, 0, 255).astype(np.uint8)
 
