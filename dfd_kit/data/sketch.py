@@ -2,8 +2,7 @@
 
 DeepFaceDrawing made its training sketches from CelebA-HQ photos with Photoshop's
 "photocopy" filter followed by sketch simplification, and its users draw freehand.
-This module gives the kit the same three steps with numpy, Pillow, scipy.ndimage and
-scikit-image:
+This module gives the kit the same three steps with numpy, Pillow and scipy.ndimage:
 
 * :func:`photo_to_sketch`: photocopy-like line extraction (a difference of
   Gaussians marks the dark side of every edge), speck removal, thinning;
@@ -38,7 +37,7 @@ PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 # ---------------------------------------------------------------------------
-# Small image operations (the rest are scipy.ndimage and scikit-image calls)
+# Small image operations (the rest are scipy.ndimage calls)
 # ---------------------------------------------------------------------------
 
 def _to_gray(img: np.ndarray) -> np.ndarray:
@@ -53,6 +52,18 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     elif a.ndim != 2:
         raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {a.shape}")
     return a.astype(np.float64)
+
+
+def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """bool ``mask`` without its 8-connected components of fewer than ``min_size`` pixels.
+
+    (Not skimage.morphology.remove_small_objects: its size argument changed meaning in
+    scikit-image 0.26, which needs Python 3.11, and it would bring scikit-image for this alone.)
+    """
+    labels, _ = ndimage.label(mask, np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0   # the background
+    return sizes[labels] >= min_size
 
 
 def thin(mask: np.ndarray, max_iter: int = 50) -> np.ndarray:
@@ -132,11 +143,7 @@ def photo_to_sketch(photo: np.ndarray, sigma: Optional[float] = None, threshold:
     # kernels cut at the whole pixel past 3 sigma, mirrored at the borders (numpy's "reflect")
     wide, light = (ndimage.gaussian_filter(gray, s, mode="mirror", radius=max(1, math.ceil(3.0 * s)))
                    for s in (sigma, 0.5 * scale))
-    ink = wide - light > np.maximum(min_contrast, threshold * wide)
-    if min_component > 1:
-        from skimage.morphology import remove_small_objects  # a slow import: only here
-
-        ink = remove_small_objects(ink, max_size=min_component - 1, connectivity=2)
+    ink = remove_small_components(wide - light > np.maximum(min_contrast, threshold * wide), min_component)
     if thin_lines:
         ink = thin(ink)
         if line_width > 1:
@@ -476,5 +483,5 @@ def roughen_sketch(sketch: np.ndarray, rng: np.random.Generator, layout: Layout 
     return out
 
 
-__all__ = ["photo_to_sketch", "build_photo_dataset", "augment_sketch", "roughen_sketch", "read_sex_table", "thin",
-           "PHOTO_EXTENSIONS"]
+__all__ = ["photo_to_sketch", "build_photo_dataset", "augment_sketch", "roughen_sketch", "read_sex_table",
+           "remove_small_components", "thin", "PHOTO_EXTENSIONS"]

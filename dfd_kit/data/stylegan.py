@@ -96,9 +96,10 @@ def outline(mask: np.ndarray) -> np.ndarray:
     person drawing a face draws that outline first; so the training sketches get it
     explicitly. Specks of the mask (a few per cent of the image) are left out."""
     from scipy import ndimage
-    from skimage.morphology import remove_small_objects
 
-    m = remove_small_objects(np.asarray(mask) > 0.5, max_size=int(0.02 * mask.size) - 1, connectivity=2)
+    from .sketch import remove_small_components
+
+    m = remove_small_components(np.asarray(mask) > 0.5, int(0.02 * mask.size))
     edge = m & ~ndimage.binary_erosion(m, np.ones((3, 3), bool), border_value=1)
     edge[:, :2] = edge[:, -2:] = edge[:2, :] = edge[-2:, :] = False   # none along the image border
     return np.where(edge, 0, 255).astype(np.uint8)
