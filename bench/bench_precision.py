@@ -18,14 +18,20 @@ touches both alike, it reports
   back to float32 with one warning) and the child's peak RSS;
 * the PSNR of each bf16 image against the float32 image of the same CPU setting, on the
   three parity sketches (their recorded weights, sex and K; anchor "official") and the
-  freehand sketches in examples/hand_drawn.
+  freehand sketches in examples/hand_drawn, and of the shadow guidance of ``sketch_0.png``
+  (with its largest difference in grey levels).
 
 ``--official DIR``: also time the official DeepFaceDrawing code (an export of its
 repository, with the two patches tests/fixtures/official_parity/README.md lists, so that it
 runs under Jittor 1.3 and reads the stand-in's smaller banks) on the same sketch and Params,
 ``predict_shadow`` (which always draws the shadows), in a child process per CPU setting.
 Without it, or where that folder holds no ``CombineModel_jt.py``, the report says that the
-side-by-side figures are absent.
+side-by-side figures are absent. The official code also imports OpenCV and SciPy, which the
+kit does not install; put them where only its child finds them, e.g.
+
+    git clone https://github.com/IGLICT/DeepFaceDrawing-Jittor /tmp/official   # then the patches
+    .venv/bin/python -m pip install --no-deps --target /tmp/offdeps opencv-python-headless==4.10.0.84 scipy==1.13.1
+    PYTHONPATH=/tmp/offdeps .venv/bin/python bench/bench_precision.py --official /tmp/official
 """
 from __future__ import annotations
 
@@ -112,7 +118,7 @@ def child(params: str, precision: str, repeats: int, strokes: int, images: str) 
            "warnings": [str(w.message) for w in caught if "bfloat16" in str(w.message)]}
     sketch = str(SKETCH)
     t = time.perf_counter()
-    model.generate(sketch, sex="male", shadows=True, keep_features=False)   # compiles
+    first = model.generate(sketch, sex="male", shadows=True, keep_features=False)   # compiles
     out["first_s"] = time.perf_counter() - t
     out["no_shadows_s"] = median_time(lambda: model.generate(sketch, sex="male", shadows=False, keep_features=False),
                                       repeats)
@@ -122,7 +128,7 @@ def child(params: str, precision: str, repeats: int, strokes: int, images: str) 
     saved = {}
     for name, path, kw in psnr_jobs():
         saved[name] = model.generate(path, shadows=False, keep_features=False, **kw).image
-    np.savez(images, **saved)
+    np.savez(images, shadow=first.shadow, **saved)
     out["stroke_s"] = pad_strokes(model, strokes) if strokes else None
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
@@ -240,7 +246,9 @@ def main(argv=None) -> int:
             summary[p]["peak_rss_gib"] = max(x["peak_rss_bytes"] for x in rs) / 2**30
             summary[p]["peak_rss_generate_gib"] = max(x["peak_rss_generate_bytes"] for x in rs) / 2**30
         want, got = np.load(runs["fp32"][0]["images"]), np.load(runs["bf16"][0]["images"])
-        summary["psnr_db"] = {name: psnr(got[name], want[name]) for name in want.files}
+        summary["psnr_db"] = {name: psnr(got[name], want[name]) for name in want.files if name != "shadow"}
+        summary["shadow_max_diff"] = int(np.abs(got["shadow"].astype(int) - want["shadow"]).max())
+        summary["shadow_psnr_db"] = psnr(got["shadow"], want["shadow"])
         if official_present(a.official):
             off = run(["-c", _OFFICIAL_CHILD, str(Path(a.official).resolve()), str(params), str(SKETCH),
                        str(a.repeats)], env_isa)
@@ -266,6 +274,8 @@ def print_setting(isa: str, s: dict, official) -> None:
     print(f"{'peak RSS (GiB)':24}{f['peak_rss_gib']:>10.2f}{b['peak_rss_gib']:>10.2f}"
           f"   (load + generations: {f['peak_rss_generate_gib']:.2f} / {b['peak_rss_generate_gib']:.2f})")
     print("PSNR bf16 vs fp32: " + ", ".join(f"{k} {v:.1f} dB" for k, v in s["psnr_db"].items()))
+    print(f"shadows of sketch_0, bf16 vs fp32: {s['shadow_psnr_db']:.1f} dB, at most {s['shadow_max_diff']} "
+          "grey level(s) apart")
     if "official" in s:
         o = s["official"]["shadows_s"]
         print(f"official code, with shadows: {o:.3f} s; dfd_kit fp32 {o / f['shadows_s']:.2f}x faster, "

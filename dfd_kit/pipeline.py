@@ -99,7 +99,7 @@ def check_sex(sex) -> str:
 class DeepFaceDrawing:
     """A loaded model. Each stage is a method; :meth:`generate` runs them all."""
 
-    #: "fp32", or "bf16" where :func:`load_model` converted the feature decoders and the generator.
+    #: "fp32", or "bf16" where :func:`load_model` converted the decoders and the generator.
     precision = "fp32"
 
     def __init__(self, config: ModelConfig, encoders, sketch_decoders, feature_decoders, generator,
@@ -428,8 +428,8 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
     are first asked for (from the compact copies mapped now, so they match the rest even
     if the folder is exported again meanwhile). The folder is read under a shared lock
     (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for.
-    ``precision``: "auto", "fp32" or "bf16" for the feature decoders and the generator
-    (:mod:`dfd_kit.precision`; the model's ``precision`` says which it got)."""
+    ``precision``: "auto", "fp32" or "bf16" for the feature decoders, the generator and the
+    sketch decoders (:mod:`dfd_kit.precision`; the model's ``precision`` says which it got)."""
     check_precision(precision)
     root = check_params_dir(params_dir, shadows)
     with params_lock(root):
@@ -440,8 +440,9 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
         precision = resolve_precision(precision, config)
         if precision == "bf16":   # each network's float32 convolution weights are freed as it converts
             for c in COMPONENTS:
-                convert_network(fdec[c], root, checkpoint_file("feature_decoder", c), key_table("feature_decoder", config))
-            convert_network(gen, root, GENERATOR_FILE, key_table("generator", config))
+                convert_network(fdec[c], "feature_decoder", root, checkpoint_file("feature_decoder", c),
+                                key_table("feature_decoder", config))
+            convert_network(gen, "generator", root, GENERATOR_FILE, key_table("generator", config))
         dec = {}
         if shadows:
             sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
@@ -453,6 +454,9 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
             def load_decoder(c):
                 net = load_network(root, config, "sketch_decoder", c, states[c])
                 del states[c]   # the network holds what it needs
+                if precision == "bf16":
+                    convert_network(net, "sketch_decoder", root, checkpoint_file("sketch_decoder", c),
+                                    key_table("sketch_decoder", config))
                 return net
 
             dec = LazyNetworks(load_decoder, sizes)

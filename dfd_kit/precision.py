@@ -3,12 +3,13 @@
 ``dfd_kit.load(..., precision=...)``:
 
 * ``"fp32"``: everything in float32, as the official code computes (the parity tests' path);
-* ``"bf16"``: the generator's convolutions and the feature decoders' last stages take
-  bfloat16 weights and round their input maps to bfloat16, accumulating and writing float32
-  (:mod:`dfd_kit.fused`); norms, activations and residual sums stay float32. The encoders,
-  the manifold projection and the sketch decoders (shadows) are untouched, so latents,
-  neighbours and shadows are the float32 ones. Where oneDNN cannot run these kernels: one
-  warning, and float32;
+* ``"bf16"``: the convolutions of the generator, of the feature decoders' last stages and of
+  the sketch decoders (the shadows) take bfloat16 weights and round their input maps to
+  bfloat16, accumulating and writing float32 (:mod:`dfd_kit.fused`); norms, activations and
+  residual sums stay float32. The encoders and the manifold projection are untouched, so
+  latents, neighbours and weights are the float32 ones; a shadow differs from the float32
+  one by at most one grey level. Where oneDNN cannot run these kernels: one warning, and
+  float32;
 * ``"auto"`` (the default): ``"bf16"`` where the CPU computes bfloat16 natively
   (AVX512-BF16 or AMX, as oneDNN sees it, so ``ONEDNN_MAX_CPU_ISA`` can rule it out) and the
   model is big enough to gain from it (:func:`pays_off`); else ``"fp32"``.
@@ -94,23 +95,35 @@ def resolve(precision: str, config=None) -> str:
     return precision
 
 
-def layers_to_convert(net):
-    """[(name, layer)] of the convolutions of ``net`` that bf16 computes: the generator's
-    all (:func:`dfd_kit.fused.reducible_convs`), a decoder's in its last
-    :data:`DECODER_STAGES` stages and its output conv."""
-    from . import fused
-    from .embedding import LatentDecoder
+#: The networks bf16 converts (:func:`layers_to_convert`).
+CONVERTED_KINDS = ("generator", "feature_decoder", "sketch_decoder")
 
+
+def layers_to_convert(net, kind: str):
+    """[(name, layer)] of the convolutions of ``net`` (a network of ``kind``, one of
+    :data:`CONVERTED_KINDS`) that bf16 computes: every one wide enough for the bf16 kernels
+    (:func:`dfd_kit.fused.reducible_convs`) of the generator and of a sketch decoder, a
+    feature decoder's in its last :data:`DECODER_STAGES` stages and its output conv.
+
+    Why the decoders differ: a feature decoder's rounding is carried through the whole
+    generator, and rounded in its early stages it cost the image most of its PSNR; a sketch
+    decoder only draws a shadow, faint uint8 guidance, which every convolution in bf16 moves
+    by at most one grey level (bench/README.md)."""
+    from . import fused
+
+    if kind not in CONVERTED_KINDS:
+        raise ValueError(f"kind must be one of {CONVERTED_KINDS}, not {kind!r}")
     convs = fused.reducible_convs(net)
-    if isinstance(net, LatentDecoder):
+    if kind == "feature_decoder":
         first = len(net.stages) - DECODER_STAGES
         convs = [(name, conv) for name, conv in convs
                  if name == "to_output" or (name.startswith("stages.") and int(name.split(".")[1]) >= first)]
     return convs
 
 
-def convert_network(net, root: Optional[Path] = None, rel: str = "", table=None) -> int:
-    """Turn the convolutions of ``net`` that bf16 computes (:func:`layers_to_convert`) to
+def convert_network(net, kind: str, root: Optional[Path] = None, rel: str = "", table=None) -> int:
+    """Turn the convolutions of ``net``, a network of ``kind``, that bf16 computes
+    (:func:`layers_to_convert`) to
     bfloat16 in place. With ``root``, ``rel`` and its key ``table`` (official prefix, kit
     prefix), the converted weights come from, or go to, the cache beside the compact copy of
     ``root/rel``; without, they are rounded from the network's weights now. Returns how many
@@ -120,7 +133,7 @@ def convert_network(net, root: Optional[Path] = None, rel: str = "", table=None)
     from . import fused
     from .loading import converted_checkpoint
 
-    convs = layers_to_convert(net)
+    convs = layers_to_convert(net, kind)
     bits = {}
     if root is not None and convs:
         official = {kit: off for off, kit in table}
@@ -138,5 +151,5 @@ def convert_network(net, root: Optional[Path] = None, rel: str = "", table=None)
     return len(convs)
 
 
-__all__ = ["PRECISIONS", "check_precision", "native_bf16", "pays_off", "resolve", "layers_to_convert",
-           "convert_network"]
+__all__ = ["PRECISIONS", "CONVERTED_KINDS", "check_precision", "native_bf16", "pays_off", "resolve",
+           "layers_to_convert", "convert_network"]
