@@ -613,6 +613,10 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(y, k, mode="valid")
 
 
+#: What a training run's history records beside its losses: step, seconds, memory.
+NOT_LOSSES = ("step", "sec", "rss_mb")
+
+
 def _loss_series(history, keys):
     """{name: values} or a training run's history (a list of {"step": s, name: value, ...},
     as in ``StageResult.history``) -> (steps per name, values per name)."""
@@ -621,41 +625,53 @@ def _loss_series(history, keys):
         return ({k: np.arange(1, len(history[k]) + 1) for k in names},
                 {k: np.asarray(history[k], np.float64) for k in names})
     rows = list(history)
-    names = list(dict.fromkeys(k for r in rows for k in r if k not in ("step", "sec")))
+    names = list(dict.fromkeys(k for r in rows for k in r if k not in NOT_LOSSES))
     names = [k for k in names if keys is None or k in keys]
     steps = {k: np.array([r.get("step", i + 1) for i, r in enumerate(rows) if k in r]) for k in names}
     return steps, {k: np.array([r[k] for r in rows if k in r], np.float64) for k in names}
 
 
 def plot_losses(history, keys: Optional[Sequence[str]] = None, title: str = "training loss", smooth: int = 1,
-                log: bool = True, xlabel: str = "step") -> Figure:
-    """Loss curves, one line per loss: ``history`` is {name: values per step} or a
-    training run's history (``StageResult.history``, a list of per-step dicts); ``keys``
-    picks some of the losses. A moving average over ``smooth`` steps (the raw values
-    faint behind it); log scale when every value is positive."""
+                log: bool = True, xlabel: str = "step", panels: bool = False) -> Figure:
+    """Loss curves: ``history`` is {name: values per step} or a training run's history
+    (``StageResult.history``, a list of per-step dicts); ``keys`` picks some of the losses.
+    A moving average over ``smooth`` steps (the raw values faint behind it); log scale when
+    every value is positive. One axes with a line per loss, or with ``panels`` one panel per
+    loss on its own scale (the training runs' own figures: a GAN's terms differ by orders
+    of magnitude)."""
     steps, values = _loss_series(history, keys)
-    fig, axes = _grid(1, 1, 5.0, extra_h=-1.6)
-    ax = axes[0, 0]
-    positive = True
-    for i, name in enumerate(values):
-        x, y = steps[name], values[name]
-        if len(y) == 0:
-            continue
-        colour = f"C{i % 10}"
-        positive &= bool((y > 0).all())
-        ys = _smooth(y, smooth)
-        if len(ys) < len(y):
-            ax.plot(x, y, color=colour, alpha=.25, lw=.8)
-        ax.plot(x[len(y) - len(ys):], ys, color=colour, label=name)
-    if log and positive:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("loss" + (f" ({smooth}-step average)" if smooth > 1 else ""))
-    ax.set_title(title)
-    ax.grid(alpha=.3)
-    if len(values) > 1:
-        ax.legend(fontsize=8)
+    names = [n for n in values if len(values[n])]
+    cols = min(3, len(names)) if panels and names else 1
+    rows = -(-len(names) // cols) if panels and names else 1
+    fig, axes = _grid(rows, cols, 3.3 if panels else 5.0, extra_h=0.2 if panels else -1.6)
+    groups = [[n] for n in names] if panels else [names]
+    for ax, group in zip(axes.flat, groups):
+        positive = True
+        for name in group:
+            x, y = steps[name], values[name]
+            colour = f"C{names.index(name) % 10}"
+            positive &= bool((y > 0).all())
+            ys = _smooth(y, smooth)
+            if len(ys) < len(y):
+                ax.plot(x, y, color=colour, alpha=.25, lw=.8)
+            ax.plot(x[len(y) - len(ys):], ys, color=colour, label=name)
+        if log and positive:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4 if panels else "auto", integer=True))
+        ax.grid(alpha=.3)
+        if panels:
+            ax.set_title(group[0], fontsize=10)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    if panels:
+        fig.suptitle(title)
+    else:
+        ax = axes[0, 0]
+        ax.set_ylabel("loss" + (f" ({smooth}-step average)" if smooth > 1 else ""))
+        ax.set_title(title)
+        if len(names) > 1:
+            ax.legend(fontsize=8)
     return _done(fig)
 
 

@@ -12,13 +12,12 @@ with exactly these weights. The rule, per array (``manifest.json`` holds ``init`
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .loading import write_checkpoint
+from .loading import atomic_write, write_checkpoint
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "official_parity"
 
@@ -63,8 +62,6 @@ def write_standin_params(out_dir, manifest=FIXTURE / "manifest.json", progress: 
                                     for e in item["entries"]})
         else:
             a = standin_array(item["file"], item["seed_key"], [item["rows_generated"], item["cols"]], item["init"])
-            tmp = str(path) + ".tmp"
-            a.astype("<f4").tofile(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: f.write(a.astype("<f4").tobytes()))
     marker.write_text("ok\n")
     return out

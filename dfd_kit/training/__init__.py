@@ -28,7 +28,7 @@ import importlib
 _LAZY = {
     "Stage1Config": "common", "Stage2Config": "common", "RunConfig": "common", "TrainingData": "common",
     "BatchSampler": "common", "StageResult": "common", "SimulatedKill": "common", "save_checkpoint": "common",
-    "load_checkpoint": "common", "find_checkpoint": "common", "plot_losses": "common", "save_image_grid": "common", "seed_all": "common",
+    "load_checkpoint": "common", "find_checkpoint": "common", "save_image_grid": "common", "seed_all": "common",
     "train_stage1": "stage1", "load_stage1": "stage1", "build_autoencoders": "stage1",
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2",

@@ -13,7 +13,6 @@ faces than it was trained on; see its model card for what that does to projectio
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -23,7 +22,7 @@ import numpy as np
 from .common import (TrainingData, all_reduce_sum, barrier, is_main, mpi_rank, mpi_world, read_model_config)
 from ..config import COMPONENTS, ModelConfig
 from ..errors import DataNotFoundError
-from ..loading import SEXES
+from ..loading import SEXES, atomic_write
 
 import jittor as jt
 
@@ -103,10 +102,8 @@ def build_banks(out_dir, data_dir=None, data: Optional[TrainingData] = None, con
         latents[c] = all_reduce_sum(full).astype(np.float32)
     path = Path(out_dir) / BANKS_FILE
     if is_main():
-        tmp = path.with_name("banks.tmp.npz")
-        np.savez(tmp, sex=np.asarray(data.sexes, "U6"), id=np.asarray(data.ids),
-                 **{f"latent_{c}": latents[c] for c in COMPONENTS})
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, sex=np.asarray(data.sexes, "U6"), id=np.asarray(data.ids),
+                                              **{f"latent_{c}": latents[c] for c in COMPONENTS}))
     barrier()
     return path
 
@@ -129,7 +126,7 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
 
     from ..data import load_samples
     from ..errors import DFDError
-    from ..loading import BANK_DTYPES, atomic_write, bank_file, params_lock, write_bank
+    from ..loading import BANK_DTYPES, bank_file, params_lock, write_bank
     from ..pipeline import load_model
 
     unknown = sorted(set(faces) - set(COMPONENTS)) + sorted(set(COMPONENTS) - set(faces))

@@ -12,8 +12,8 @@
 * :class:`Run`: the step loop -- step and wall-clock budgets, tqdm, periodic
   checkpoints and figures, resume; Ctrl-C (or a notebook's interrupt) ends the step under
   way, saves and stops (:class:`stop_at_step_end`);
-* figures: :func:`plot_losses` and :func:`save_image_grid` (matplotlib, no pyplot, so a
-  notebook's backend is left alone);
+* figures, written atomically as PNGs: the losses (:func:`dfd_kit.plotting.plot_losses`,
+  one panel per loss) and :func:`save_image_grid`;
 * MPI: :func:`mpi_rank`, :func:`is_main`, :func:`barrier`, ... (all no-ops outside mpirun).
 
 Importing this module imports Jittor: ``import dfd_kit`` first (``dfd_kit.training``
@@ -577,10 +577,9 @@ def write_model_config(out_dir, config: ModelConfig) -> ModelConfig:
                               "same config, or use a new output folder")
         return old
     if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("config.json.tmp")
-        tmp.write_text(config.to_json())
-        os.replace(tmp, path)
+        from ..loading import atomic_write
+
+        atomic_write(path, lambda f: f.write(config.to_json()), "w")
     return config
 
 
@@ -593,53 +592,12 @@ def read_model_config(out_dir) -> ModelConfig:
 
 # ----------------------------------------------------------------------------- figures
 
-def _moving_average(y: np.ndarray, n: int) -> np.ndarray:
-    if len(y) < 3 or n <= 1:
-        return y
-    n = min(n, len(y))
-    c = np.cumsum(np.insert(np.asarray(y, np.float64), 0, 0.0))
-    head = c[1:n] / np.arange(1, n)
-    return np.concatenate([head, (c[n:] - c[:-n]) / n])
-
-
-def plot_losses(history: List[dict], path, title: str = "") -> Optional[Path]:
-    """One panel per loss term (raw values faint, moving average bold) -> PNG."""
-    if not history:
-        return None
-    warnings.filterwarnings("ignore", message=_SUBNORMAL, category=UserWarning)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    keys = [k for k in history[0] if k not in ("step", "sec", "rss_mb")]
-    steps = np.array([h["step"] for h in history])
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig = Figure(figsize=(4.2 * cols, 2.8 * rows), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, k in enumerate(keys):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        y = np.array([h.get(k, np.nan) for h in history], np.float64)
-        ax.plot(steps, y, color="tab:blue", alpha=0.25, lw=0.8)
-        ax.plot(steps, _moving_average(y, max(1, len(y) // 50)), color="tab:blue", lw=1.6)
-        ax.set_title(k, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return _save_figure(fig, path)
-
-
 def _save_figure(fig, path) -> Path:
     """Write atomically: a figure being watched (or a run killed mid-write) never shows a
     half-written PNG."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    from ..loading import atomic_write
+
+    return atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png"))
 
 
 def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str] = (),
@@ -664,6 +622,7 @@ def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str
                 ax.set_ylabel(row_titles[i], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save_figure(fig, path)
 
 
@@ -808,14 +767,14 @@ class Run:
     def write_loss_log(self):
         if not self.history:
             return
-        keys = list(self.history[0])
-        path = self.dir / "losses.csv"
-        tmp = path.with_name("losses.csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, keys, extrasaction="ignore", lineterminator="\n")
+        from ..loading import atomic_write
+
+        def write(f):
+            w = csv.DictWriter(f, list(self.history[0]), extrasaction="ignore", lineterminator="\n")
             w.writeheader()
             w.writerows(self.history)
-        os.replace(tmp, path)
+
+        atomic_write(self.dir / "losses.csv", write, "w")
 
     def finished(self) -> bool:
         c = self.cfg
@@ -884,6 +843,10 @@ class Run:
         return stopped_by
 
     def figures(self, figure_fn):
-        plot_losses(self.history, self.fig_dir / f"{self.stage}_losses.png",
-                    f"{self.stage}: losses (step {self.step})")
+        from ..plotting import plot_losses
+
+        if self.history:
+            fig = plot_losses(self.history, title=f"{self.stage}: losses (step {self.step})", log=False,
+                              smooth=max(1, len(self.history) // 50), panels=True)
+            _save_figure(fig, self.fig_dir / f"{self.stage}_losses.png")
         figure_fn(self.step)
