@@ -155,16 +155,19 @@ def sketch_decoder(size: int, channels: Sequence[int], latent_dim: int) -> Laten
     return LatentDecoder(size, channels, latent_dim, 1, stats="running")
 
 
-def crop_to_input(crop: np.ndarray) -> np.ndarray:
-    """uint8 (S, S) crop -> float32 (1, 1, S, S) in [-1, 1], computed in float64 as the
-    official code does before casting."""
-    return ((crop.astype(np.float64) - 127.5) / 127.5).astype(np.float32)[None, None]
+def sketch_to_input(sketch: np.ndarray) -> np.ndarray:
+    """uint8 (S, S) crop or sketch, or a batch (B, S, S) -> float32 (B, 1, S, S) in [-1, 1],
+    computed in float64 as the official code does before casting. The encoders' input, in
+    training and at inference alike (and the discriminator's sketch condition)."""
+    a = np.asarray(sketch)
+    a = a[None] if a.ndim == 2 else a
+    return ((a.astype(np.float64) - 127.5) / 127.5).astype(np.float32)[:, None]
 
 
 def encode(encoder: ComponentEncoder, crop: np.ndarray) -> np.ndarray:
     """uint8 (S, S) crop -> float32 (latent_dim,) latent."""
     with jt.no_grad():
-        return encoder(jt.array(crop_to_input(crop))).numpy()[0]
+        return encoder(jt.array(sketch_to_input(crop))).numpy()[0]
 
 
 def decode_sketch(decoder: LatentDecoder, latents: np.ndarray) -> np.ndarray:

@@ -353,11 +353,6 @@ class TrainingData:
         return len(self.indices)
 
 
-def sketch_to_input(sketches: np.ndarray) -> np.ndarray:
-    """uint8 (B, S, S) -> float32 (B, 1, S, S) in [-1, 1] (like crop_to_input)."""
-    return ((sketches.astype(np.float64) - 127.5) / 127.5).astype(np.float32)[:, None]
-
-
 def photo_to_input(photos: np.ndarray) -> np.ndarray:
     """uint8 (B, S, S, 3) -> float32 (B, 3, S, S) in [-1, 1]."""
     return (photos.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy()

@@ -25,7 +25,7 @@ from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage1Config, StageResu
                      seed_all, to_uint8, trainable, write_model_config)
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
-from ..embedding import ComponentEncoder, LatentDecoder, sketch_decoder
+from ..embedding import ComponentEncoder, LatentDecoder, sketch_to_input
 
 import jittor as jt
 
@@ -33,11 +33,12 @@ STAGE = "stage1"
 
 
 def build_autoencoders(config: ModelConfig) -> Tuple[Dict[str, ComponentEncoder], Dict[str, LatentDecoder]]:
-    """Fresh encoders and sketch decoders for every component (same networks as
-    :func:`dfd_kit.pipeline.build`), in training mode."""
-    n, lay = config.nets, config.layout
-    enc = {c: ComponentEncoder(lay.crop_size(c), n.encoder_channels, n.latent_dim) for c in COMPONENTS}
-    dec = {c: sketch_decoder(lay.crop_size(c), n.decoder_channels, n.latent_dim) for c in COMPONENTS}
+    """Fresh encoders and sketch decoders for every component
+    (:func:`dfd_kit.pipeline.build_network`, the networks inference loads), in training mode."""
+    from ..pipeline import build_network
+
+    enc = {c: build_network("encoder", config, c) for c in COMPONENTS}
+    dec = {c: build_network("sketch_decoder", config, c) for c in COMPONENTS}
     for m in list(enc.values()) + list(dec.values()):
         m.train()
     return enc, dec
@@ -50,8 +51,7 @@ def _modules(enc, dec) -> Dict[str, object]:
 def stack_crops(sketches, layout) -> Dict[str, np.ndarray]:
     """uint8 (B, size, size) sketches -> {component: float32 (B, 1, S, S) in [-1, 1]}."""
     crops = [crop_components(s, layout) for s in sketches]
-    return {c: ((np.stack([x[c] for x in crops]).astype(np.float64) - 127.5) / 127.5).astype(np.float32)[:, None]
-            for c in COMPONENTS}
+    return {c: sketch_to_input(np.stack([x[c] for x in crops])) for c in COMPONENTS}
 
 
 def make_inputs(data: TrainingData, rows: np.ndarray, step: int, cfg, stage_id: int = 1) -> np.ndarray:

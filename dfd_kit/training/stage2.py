@@ -39,15 +39,15 @@ from jittor import nn
 from .banks import BankSet, load_banks
 from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage2Config, StageResult, TrainingData,
                      find_checkpoint, load_checkpoint, load_module_state, photo_to_input, read_model_config,
-                     sample_rng, save_image_grid, seed_all, sketch_to_input, to_uint8, trainable,
+                     sample_rng, save_image_grid, seed_all, to_uint8, trainable,
                      write_model_config)
 from .stage1 import load_stage1, make_inputs, stack_crops
 from ..config import COMPONENTS, DEMO, Layout, ModelConfig
+from ..embedding import sketch_to_input
 from ..errors import ConfigError
 from ..layers import Norm2d
 from ..manifold import project_to_manifold
-from ..mapping import feature_decoder, paste_feature_maps, paste_masks
-from ..synthesis import Generator
+from ..mapping import paste_feature_maps, paste_masks
 
 STAGE = "stage2"
 
@@ -121,12 +121,10 @@ def feature_matching_loss(fake: List[List[jt.Var]], real: List[List[jt.Var]]) ->
 # ----------------------------------------------------------------------------- networks
 
 def build_synthesis(config: ModelConfig):
-    """Fresh feature decoders and generator (as :func:`dfd_kit.pipeline.build` makes them)."""
-    n, lay = config.nets, config.layout
-    fdec = {c: feature_decoder(lay.crop_size(c), n.feature_decoder_channels, n.latent_dim, n.feature_channels)
-            for c in COMPONENTS}
-    gen = Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks)
-    return fdec, gen
+    """Fresh feature decoders and generator (:func:`dfd_kit.pipeline.build_network`)."""
+    from ..pipeline import build_network
+
+    return {c: build_network("feature_decoder", config, c) for c in COMPONENTS}, build_network("generator", config)
 
 
 def build_discriminator(cfg: Stage2Config) -> MultiscaleDiscriminator:
