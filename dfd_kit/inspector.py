@@ -42,6 +42,7 @@ from .config import COMPONENTS
 from .errors import ConfigError
 from .manifold import Projection
 from .session import STAGES, check_component, check_stage  # noqa: F401  (STAGES, check_stage: the lens's API)
+from .synthesis import to_uint8
 
 STAGE_LABELS = {"embedding": "embedding", "projection": "projection", "mapping": "feature map"}
 _NICE = {"left_eye": "left eye", "right_eye": "right eye", "nose": "nose", "mouth": "mouth",
@@ -52,13 +53,6 @@ THUMB = 64            # neighbour thumbnails, screen pixels (smaller when K woul
 ROW_WIDTH = 720       # the neighbours' row
 PANEL = 128           # the larger panels
 N_CHANNELS = 4        # feature-map channels shown
-
-
-def sketch_to_uint8(decoded: np.ndarray) -> np.ndarray:
-    """Decoded sketches in about [-1, 1] (dark = -1), of any shape (one, or a stack of K)
-    -> uint8, dark lines on white; the same mapping as :func:`dfd_kit.plotting.to_image`,
-    which would read a stack of three as one RGB image."""
-    return np.clip((np.asarray(decoded, np.float64) + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------- data
@@ -125,9 +119,9 @@ def inspect_stage(model, result, component: str, decode_rows: Optional[Callable]
     recon = neigh = projected = None
     if has_decoders:
         own = model.decode_neighbours(c, np.stack([latent, np.asarray(proj.projected, np.float32)]))
-        recon, projected = sketch_to_uint8(own[0]), sketch_to_uint8(own[1])
+        recon, projected = to_uint8(own[0]), to_uint8(own[1])
         decode_rows = decode_rows or (lambda comp, sex, rows: decode_bank_rows(model, comp, sex, rows))
-        neigh = sketch_to_uint8(decode_rows(c, result.sex, proj.neighbours))
+        neigh = to_uint8(decode_rows(c, result.sex, proj.neighbours))
     fmap = np.asarray(result.feature_maps[c], np.float32)
     ids = strongest_channels(fmap) if channel_ids is None else np.asarray(channel_ids, int)
     b = model.layout.box(c)
@@ -512,7 +506,7 @@ class ManifoldMap:
             self.refresh()
         self.selected = int(row)
         if self.pad.has_decoders:
-            sketch = sketch_to_uint8(self.pad.decode_rows(c, sex, np.array([row]))[0])
+            sketch = to_uint8(self.pad.decode_rows(c, sex, np.array([row]))[0])
             self.sample_image.value = _png(sketch)
         self.sample_label.value = _caption(f"{_NICE[c]} #{row} of the {sex} bank")
         self.use_button.disabled = False
@@ -538,4 +532,4 @@ class ManifoldMap:
 
 
 __all__ = ["STAGES", "StageView", "inspect_stage", "BankMap", "bank_pca", "StageInspector", "ManifoldMap",
-           "strongest_channels", "sketch_to_uint8", "check_stage"]
+           "strongest_channels", "check_stage"]

@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from .config import COMPONENTS, PARTS, SEXES, Layout
 from .manifold import Projection, blend, project_to_manifold
 from .measures import mean_absolute_error
+from .synthesis import to_uint8
 
 COMPONENT_COLOURS = {"left_eye": "tab:blue", "right_eye": "tab:cyan", "nose": "tab:green",
                      "mouth": "tab:red", "remainder": "tab:gray"}
@@ -70,9 +71,7 @@ def to_image(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a
     a = a.astype(np.float64)
-    if a.ndim == 3 and a.shape[0] == 3:
-        a = a.transpose(1, 2, 0)
-    return np.clip((a + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)
+    return to_uint8(a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a)
 
 
 def show_image(ax, image: np.ndarray, title: Optional[str] = None, cmap: str = SKETCH_CMAP):

@@ -42,6 +42,13 @@ class Generator(nn.Module):
         return jt.tanh(self.to_rgb(self.pad3(h)))
 
 
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Values in about [-1, 1], any shape -> uint8: (x + 1) / 2 * 255 in x's own float type,
+    clipped and truncated, as the official code casts its images. Every network output the
+    kit shows or saves goes through here (images, decoded sketches, training samples)."""
+    return np.clip((np.asarray(x) + 1) / 2 * 255, 0, 255).astype(np.uint8)
+
+
 def to_uint8_image(y: np.ndarray) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8, truncating like the official cast."""
-    return np.clip((y.transpose(1, 2, 0) + 1) / 2 * 255, 0, 255).astype(np.uint8)
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 (:func:`to_uint8`)."""
+    return to_uint8(y.transpose(1, 2, 0))

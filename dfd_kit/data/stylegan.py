@@ -200,6 +200,8 @@ class FaceGenerator:
     def photo(self, w: np.ndarray) -> np.ndarray:
         """uint8 (1024, 1024, 3) RGB from a style."""
         img = np.asarray(self._synthesis({"style": w})[self._synthesis.outputs[0]])[0]
+        # rounded, not truncated like the kit's own outputs (dfd_kit.synthesis.to_uint8): these
+        # are the data sets' photos, and the faces already made were rounded
         return np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
     def sex_direction(self) -> Tuple[np.ndarray, np.ndarray]:

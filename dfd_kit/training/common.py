@@ -621,15 +621,6 @@ def save_image_grid(rows: List[List[np.ndarray]], path, col_titles: Sequence[str
     return _save_figure(fig, path)
 
 
-def to_uint8(x: np.ndarray, rgb: bool = False) -> np.ndarray:
-    """Network output in [-1, 1] -> uint8. rgb=True: a (3, S, S) image -> (S, S, 3);
-    otherwise any shape (e.g. a batch of gray crops (B, S, S)) is kept."""
-    x = np.asarray(x, np.float32)
-    if rgb:
-        x = x.transpose(1, 2, 0)
-    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 def rss_mb() -> float:

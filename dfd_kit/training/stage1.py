@@ -22,10 +22,11 @@ import numpy as np
 
 from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage1Config, StageResult, TrainingData,
                      load_checkpoint, load_module_state, read_model_config, sample_rng, save_image_grid,
-                     seed_all, to_uint8, trainable, write_model_config)
+                     seed_all, trainable, write_model_config)
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
 from ..embedding import ComponentEncoder, LatentDecoder, sketch_to_input
+from ..synthesis import to_uint8
 
 import jittor as jt
 
@@ -144,18 +145,19 @@ def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
 def reconstruct(enc, dec, sketches: np.ndarray, layout) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Eval-mode reconstructions: uint8 sketches (B, size, size) -> ({c: input crops uint8},
     {c: reconstructions uint8}). Leaves the networks in the mode it found them."""
-    x = stack_crops(sketches, layout)
+    raw = [crop_components(s, layout) for s in sketches]
+    crops = {c: np.stack([r[c] for r in raw]) for c in COMPONENTS}
     modes = {id(m): m.is_training() for m in list(enc.values()) + list(dec.values())}
     for m in list(enc.values()) + list(dec.values()):
         m.eval()
     try:
         with jt.no_grad():
-            rec = {c: dec[c](enc[c](jt.array(x[c]))).numpy()[:, 0] for c in COMPONENTS}
+            rec = {c: dec[c](enc[c](jt.array(sketch_to_input(crops[c])))).numpy()[:, 0] for c in COMPONENTS}
     finally:
         for m in list(enc.values()) + list(dec.values()):
             if modes[id(m)]:
                 m.train()
-    return ({c: to_uint8(x[c][:, 0]) for c in COMPONENTS}, {c: to_uint8(rec[c]) for c in COMPONENTS})
+    return crops, {c: to_uint8(rec[c]) for c in COMPONENTS}
 
 
 def write_stage1_samples(enc, dec, sketches, layout, path, step: int = 0) -> Path:

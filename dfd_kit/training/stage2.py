@@ -39,7 +39,7 @@ from jittor import nn
 from .banks import BankSet, load_banks
 from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage2Config, StageResult, TrainingData,
                      find_checkpoint, load_checkpoint, load_module_state, photo_to_input, read_model_config,
-                     sample_rng, save_image_grid, seed_all, to_uint8, trainable,
+                     sample_rng, save_image_grid, seed_all, trainable,
                      write_model_config)
 from .stage1 import load_stage1, make_inputs, stack_crops
 from ..config import COMPONENTS, DEMO, Layout, ModelConfig
@@ -48,6 +48,7 @@ from ..errors import ConfigError
 from ..layers import Norm2d
 from ..manifold import project_to_manifold
 from ..mapping import paste_feature_maps, paste_masks
+from ..synthesis import to_uint8_image
 
 STAGE = "stage2"
 
@@ -273,7 +274,7 @@ def write_stage2_samples(fdec, gen, source: LatentSource, rows: np.ndarray, path
     proj = {c: np.stack([source.project(raw[c][j], c, int(i), 1.0) for j, i in enumerate(idx)]) for c in COMPONENTS}
     with jt.no_grad():
         imgs = [synthesize(fdec, gen, {c: jt.array(z[c]) for c in COMPONENTS}, layout).numpy() for z in (raw, proj)]
-    grid = [[data.sketches[r], to_uint8(imgs[0][j], rgb=True), to_uint8(imgs[1][j], rgb=True), data.photos[r]]
+    grid = [[data.sketches[r], to_uint8_image(imgs[0][j]), to_uint8_image(imgs[1][j]), data.photos[r]]
             for j, r in enumerate(rows)]
     return save_image_grid(grid, path, ["sketch", "generated (raw)", "generated (projected)", "photo"],
                            title=f"stage 2 samples, step {step}", cell=2.0)
