@@ -702,7 +702,7 @@ def _toy_sketches(rng, n: int, size: int = 64) -> np.ndarray:
 
 
 def _stage1_cases() -> List[_Case]:
-    from .training.common import Stage1Config
+    from .training.configs import Stage1Config
 
     rng = np.random.default_rng(6)
     ink = Stage1Config().ink_weight
@@ -760,7 +760,7 @@ def check_stage1_step(fn, strict: bool = False, quiet: bool = False) -> CheckRes
     stepped by the kit and one by ``fn``, and the losses and the updated weights compared."""
     import jittor as jt
 
-    from .training.common import omp_threads
+    from .training.parallel import omp_threads
     from .training.stage1 import build_autoencoders, stack_crops, stage1_step
 
     config = _stage1_config()

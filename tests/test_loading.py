@@ -256,7 +256,7 @@ def test_int8_banks_read_back_within_half_a_step_and_load(demo_model, demo_sketc
 
 def test_int8_sketch_decoders_read_back_within_half_a_step_and_change_only_the_shadows(
         demo_model, demo_sketch, tmp_path):
-    from dfd_kit.training.__main__ import quantize_sketch_decoders
+    from dfd_kit.training.recipes import quantize_sketch_decoders
 
     root = save_model(demo_model, tmp_path / "q")   # float16, as the demo stores its weights
     rel = checkpoint_file("sketch_decoder", "remainder")
@@ -307,7 +307,7 @@ def test_bad_config_json_is_reported(params_copy):
 def test_the_bundled_demo_model_fits_its_30_mb_and_loads_by_name():
     # The budget for the committed model: weights and banks together at most 30 MB.
     from dfd_kit import PARAMS_ROOT
-    from dfd_kit.training.__main__ import DEMO_BANK_FACES, DEMO_BANK_PART_FACES
+    from dfd_kit.training.recipes import DEMO_BANK_FACES, DEMO_BANK_PART_FACES
 
     root = PARAMS_ROOT / "demo"
     files = list(root.glob("*/*.pkl")) + list(root.glob("*/*.bin"))

@@ -37,10 +37,11 @@ BATCH = 4
 
 
 def tr():
-    """dfd_kit.training's modules (imported lazily: the module import pulls in Jittor)."""
-    from dfd_kit.training import banks, common, stage1, stage2
+    """dfd_kit.training's checkpoint files and stages (imported lazily: the module import
+    pulls in Jittor)."""
+    from dfd_kit.training import banks, checkpoints, stage1, stage2
 
-    return common, stage1, banks, stage2
+    return checkpoints, stage1, banks, stage2
 
 
 def stage1_cfg(**kw):
@@ -125,11 +126,11 @@ def stage2_modules(res):
 
 
 def kill_after(step):
-    common = tr()[0]
+    from dfd_kit.training import SimulatedKill
 
     def hook(s):
         if s == step:
-            raise common.SimulatedKill(s)
+            raise SimulatedKill(s)
     return hook
 
 
@@ -138,7 +139,9 @@ def kill_after(step):
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny tensors: one OpenMP thread is faster, and far faster on a busy machine."""
-    with tr()[0].omp_threads(1):
+    from dfd_kit.training.parallel import omp_threads
+
+    with omp_threads(1):
         yield
 
 
@@ -149,8 +152,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(data_dir):
-    common = tr()[0]
-    return common.TrainingData(data_dir, TINY.layout, photos=True, progress=False)
+    from dfd_kit.training import TrainingData
+
+    return TrainingData(data_dir, TINY.layout, photos=True, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -198,22 +202,22 @@ def test_ink_weighted_loss_makes_a_blank_reconstruction_lose_to_a_faint_one():
 
 
 def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data, tmp_path):
-    common, stage1 = tr()[:2]
+    checkpoints, stage1 = tr()[:2]
     a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
     cfg = stage1_cfg(steps=6, checkpoint_every=3)
-    with pytest.raises(common.SimulatedKill):   # dies after step 4: step 4 is lost, step 3 saved
+    with pytest.raises(dfd_kit.training.SimulatedKill):   # dies after step 4: step 4 is lost, step 3 saved
         stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data, on_step=kill_after(4))
     b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data)
     assert b.step == 6 and b.history[-1]["step"] == 6
     assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
-    ck_a = common.load_checkpoint(a.checkpoint)
-    ck_b = common.load_checkpoint(b.checkpoint)
+    ck_a = checkpoints.load_checkpoint(a.checkpoint)
+    ck_b = checkpoints.load_checkpoint(b.checkpoint)
     for ma, mb in zip(ck_a["optimizers"]["adam"]["m"][0], ck_b["optimizers"]["adam"]["m"][0]):
         np.testing.assert_array_equal(ma, mb)
 
 
 def test_ctrl_c_finishes_the_step_saves_and_a_rerun_resumes_bit_for_bit(data_dir, data, tmp_path):
-    common, stage1 = tr()[:2]
+    checkpoints, stage1 = tr()[:2]
     a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
     handler_before = signal.getsignal(signal.SIGINT)
 
@@ -225,7 +229,7 @@ def test_ctrl_c_finishes_the_step_saves_and_a_rerun_resumes_bit_for_bit(data_dir
         stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data,
                             on_step=ctrl_c_after_step_2)
     assert signal.getsignal(signal.SIGINT) is handler_before
-    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3
+    assert checkpoints.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3
     b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, stage1_cfg(steps=6), data=data)
     assert b.step == 6
     assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
@@ -239,10 +243,10 @@ def test_a_finished_stage_is_not_trained_again(data_dir, data, tmp_path):
 
 
 def test_the_time_budget_stops_a_stage_and_saves_it(data_dir, data, tmp_path):
-    common, stage1 = tr()[:2]
+    checkpoints, stage1 = tr()[:2]
     res = stage1.train_stage1(data_dir, tmp_path, TINY, stage1_cfg(steps=10_000, minutes=1e-9), data=data)
     assert res.stopped_by == "time" and res.step == 1
-    assert common.load_checkpoint(res.checkpoint)["step"] == 1
+    assert checkpoints.load_checkpoint(res.checkpoint)["step"] == 1
 
 
 # --------------------------------------------------------------------------- checkpoint files
@@ -260,8 +264,8 @@ def as_legacy_checkpoint(stage_dir: Path) -> Path:
     dict pickled (protocol 4) to checkpoint.pkl, with format 1."""
     import pickle
 
-    common = tr()[0]
-    state = common.load_checkpoint(stage_dir / "checkpoint.npz")
+    checkpoints = tr()[0]
+    state = checkpoints.load_checkpoint(stage_dir / "checkpoint.npz")
     (stage_dir / "checkpoint.npz").unlink()
     with open(stage_dir / "checkpoint.pkl", "wb") as f:
         pickle.dump({**state, "format": 1}, f, protocol=4)
@@ -269,15 +273,15 @@ def as_legacy_checkpoint(stage_dir: Path) -> Path:
 
 
 def test_a_checkpoint_keeps_arrays_numbers_and_generator_state_exactly(tmp_path):
-    common = tr()[0]
+    checkpoints = tr()[0]
     rng = np.random.default_rng(3)
     rng.random(5)
-    state = {"format": common.CHECKPOINT_FORMAT, "step": 7, "elapsed_s": 0.1 + 0.2,
+    state = {"format": checkpoints.CHECKPOINT_FORMAT, "step": 7, "elapsed_s": 0.1 + 0.2,
              "history": [{"step": 1, "loss": float("nan"), "sec": 1e-310}], "cfg": {"minutes": None, "on": True},
              "rng": rng.bit_generator.state, "w": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
              "m": [[np.ones(3, np.float16)], [np.zeros((0, 2), np.int64)]]}
-    path = common.save_checkpoint(tmp_path / "checkpoint.npz", state)
-    back = common.load_checkpoint(path)
+    path = checkpoints.save_checkpoint(tmp_path / "checkpoint.npz", state)
+    back = checkpoints.load_checkpoint(path)
     assert back["elapsed_s"] == 0.1 + 0.2 and back["history"][0]["sec"] == 1e-310
     assert np.isnan(back["history"][0]["loss"]) and back["cfg"] == {"minutes": None, "on": True}
     assert back["rng"] == rng.bit_generator.state   # 128-bit integers and all
@@ -290,24 +294,24 @@ def test_a_checkpoint_keeps_arrays_numbers_and_generator_state_exactly(tmp_path)
 def test_a_pickled_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     import pickle
 
-    common = tr()[0]
+    checkpoints = tr()[0]
     marker = tmp_path / "pwned"
     path = tmp_path / "stage1" / "checkpoint.pkl"
     path.parent.mkdir()
     path.write_bytes(pickle.dumps({"format": 1, "step": _RunsCode(marker)}, protocol=4))
     with pytest.raises(dfd_kit.errors.ConfigError, match="refusing to load posix.system|refusing to load os.system"):
-        common.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
     assert not marker.exists()
 
 
 def test_an_npz_checkpoint_with_a_pickled_array_is_refused_without_running_it(tmp_path):
-    common = tr()[0]
+    checkpoints = tr()[0]
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.npz"
     np.savez(path, state=np.frombuffer(b'{"format": 2}', np.uint8),
              a0=np.array([_RunsCode(marker)], dtype=object))
     with pytest.raises(dfd_kit.errors.ConfigError, match="not numbers"):
-        common.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
     assert not marker.exists()
 
 
@@ -315,7 +319,7 @@ def test_an_npz_checkpoint_claiming_a_huge_array_is_refused_before_reading(tmp_p
     import io
     import zipfile
 
-    common = tr()[0]
+    checkpoints = tr()[0]
     fake = io.BytesIO()   # a 16 GB float32 array by its header, 16 bytes of data
     np.lib.format.write_array_header_1_0(fake, {"descr": "<f4", "fortran_order": False, "shape": (4_000_000_000,)})
     path = tmp_path / "checkpoint.npz"
@@ -323,7 +327,7 @@ def test_an_npz_checkpoint_claiming_a_huge_array_is_refused_before_reading(tmp_p
         z.writestr("state.npy", _npy(np.frombuffer(b'{"format": 2}', np.uint8)))
         z.writestr("a0.npy", fake.getvalue() + bytes(16))
     with pytest.raises(dfd_kit.errors.ConfigError, match="does not fit its size"):
-        common.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -337,13 +341,13 @@ def _npy(a: np.ndarray) -> bytes:
 def test_a_run_with_a_checkpoint_of_the_previous_format_resumes_bit_for_bit(data_dir, data, tmp_path):
     """A run started by an older dfd_kit (checkpoint.pkl, a pickle) resumes through the
     arrays-only unpickler; the next save replaces it by checkpoint.npz."""
-    common, stage1 = tr()[:2]
+    checkpoints, stage1 = tr()[:2]
     a = stage1.train_stage1(data_dir, tmp_path / "a", TINY, stage1_cfg(steps=6), data=data)
     cfg = stage1_cfg(steps=6, checkpoint_every=3)
-    with pytest.raises(common.SimulatedKill):
+    with pytest.raises(dfd_kit.training.SimulatedKill):
         stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data, on_step=kill_after(4))
     legacy = as_legacy_checkpoint(tmp_path / "b" / "stage1")
-    assert common.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3   # found by name
+    assert checkpoints.load_checkpoint(tmp_path / "b" / "stage1" / "checkpoint.npz")["step"] == 3   # found by name
     b = stage1.train_stage1(data_dir, tmp_path / "b", TINY, cfg, data=data)
     assert b.step == 6 and not legacy.exists() and b.checkpoint.name == "checkpoint.npz"
     assert_same_weights(weights(stage1_modules(a)), weights(stage1_modules(b)))
@@ -427,12 +431,12 @@ def test_gan_loss_alone_updates_the_feature_decoders_and_the_generator(trained_s
 
 
 def test_stage2_resumed_after_a_kill_matches_an_uninterrupted_run(trained_stage1, data_dir, data, tmp_path):
-    common, _, _, stage2 = tr()
+    stage2 = tr()[3]
     a_dir = stage1_copy(trained_stage1, tmp_path / "a")
     b_dir = stage1_copy(trained_stage1, tmp_path / "b")
     a = stage2.train_stage2(data_dir, a_dir, TINY, stage2_cfg(steps=6), data=data)
     cfg = stage2_cfg(steps=6, checkpoint_every=3)
-    with pytest.raises(common.SimulatedKill):
+    with pytest.raises(dfd_kit.training.SimulatedKill):
         stage2.train_stage2(data_dir, b_dir, TINY, cfg, data=data, on_step=kill_after(5))
     b = stage2.train_stage2(data_dir, b_dir, TINY, cfg, data=data)
     assert b.step == 6
@@ -558,18 +562,19 @@ import json, sys
 import numpy as np
 import dfd_kit
 from dfd_kit.config import ModelConfig
-from dfd_kit.training import banks, common, stage1, stage2
+from dfd_kit.training import Stage1Config, Stage2Config, TrainingData, banks, stage1, stage2
+from dfd_kit.training.parallel import exit_on_error_in_mpi
 import jittor as jt
 
-common.exit_on_error_in_mpi()
+exit_on_error_in_mpi()
 cfg_path, data_dir, out_dir, res_dir = sys.argv[1:]
 config = ModelConfig.from_dict(json.load(open(cfg_path)))
 kw = dict(steps=3, batch_size=4, lr=2e-3, checkpoint_every=0, checkpoint_minutes=None, figures=False,
           progress=False, threads=1)
-r1 = stage1.train_stage1(data_dir, out_dir, config, common.Stage1Config(**kw))
+r1 = stage1.train_stage1(data_dir, out_dir, config, Stage1Config(**kw))
 banks.build_banks(out_dir, data_dir, progress=False)
-r2 = stage2.train_stage2(data_dir, out_dir, config, common.Stage2Config(**kw, ndf=8, d_layers=2))
-shard = common.TrainingData(data_dir, config.layout, photos=False, progress=False).indices.tolist()
+r2 = stage2.train_stage2(data_dir, out_dir, config, Stage2Config(**kw, ndf=8, d_layers=2))
+shard = TrainingData(data_dir, config.layout, photos=False, progress=False).indices.tolist()
 
 def digest(nets):
     mods = [m for v in nets.values() for m in (v.values() if isinstance(v, dict) else [v])]

@@ -11,7 +11,7 @@ Two stages, as in the paper:
 
 :func:`export_model` writes the result as a Params folder that :func:`dfd_kit.load`
 reads. :func:`train_demo` runs everything on the facesjs demo data within a time budget;
-from a shell::
+from a shell (:mod:`.recipes` holds the recipes, :mod:`.__main__` their command line)::
 
     python -m dfd_kit.training demo --out runs/demo --params Params/demo
 
@@ -26,14 +26,15 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "Stage1Config": "common", "Stage2Config": "common", "RunConfig": "common", "TrainingData": "common",
-    "BatchSampler": "common", "StageResult": "common", "SimulatedKill": "common", "save_checkpoint": "common",
-    "load_checkpoint": "common", "find_checkpoint": "common", "save_image_grid": "common", "seed_all": "common",
+    "RunConfig": "configs", "Stage1Config": "configs", "Stage2Config": "configs",
+    "TrainingData": "data", "BatchSampler": "data", "seed_all": "data",
+    "save_checkpoint": "checkpoints", "load_checkpoint": "checkpoints", "find_checkpoint": "checkpoints",
+    "StageResult": "loop", "SimulatedKill": "loop", "save_image_grid": "figures",
     "train_stage1": "stage1", "load_stage1": "stage1", "build_autoencoders": "stage1",
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2",
     "MultiscaleDiscriminator": "stage2", "PatchDiscriminator": "stage2",
-    "train_demo": "__main__", "evaluate_quality": "quality",
+    "train_demo": "recipes", "evaluate_quality": "quality",
 }
 
 

@@ -19,7 +19,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .common import (TrainingData, all_reduce_sum, barrier, is_main, mpi_rank, mpi_world, read_model_config)
+from .checkpoints import read_model_config
+from .data import TrainingData
+from .parallel import all_reduce_sum, barrier, is_main, mpi_rank, mpi_world
 from ..config import COMPONENTS, ModelConfig
 from ..errors import DataNotFoundError
 from ..loading import SEXES, atomic_write

@@ -151,7 +151,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
 
     from ..data.sketch import augment_sketch, roughen_sketch
     from ..pipeline import load_model
-    from .common import save_image_grid
+    from .figures import save_image_grid
 
     model = model or load_model(params_dir)
     samples = load_samples(heldout_dir)[:n_faces]

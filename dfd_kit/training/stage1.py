@@ -20,9 +20,12 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage1Config, StageResult, TrainingData,
-                     load_checkpoint, load_module_state, read_model_config, sample_rng, save_image_grid,
-                     seed_all, trainable, write_model_config)
+from .checkpoints import (CHECKPOINT_NAME, load_checkpoint, load_module_state, read_model_config, trainable,
+                          write_model_config)
+from .configs import Stage1Config
+from .data import BatchSampler, TrainingData, sample_rng, seed_all
+from .figures import save_image_grid
+from .loop import Run, StageResult
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
 from ..embedding import ComponentEncoder, LatentDecoder, sketch_to_input

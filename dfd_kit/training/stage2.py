@@ -37,10 +37,12 @@ import jittor as jt
 from jittor import nn
 
 from .banks import BankSet, load_banks
-from .common import (CHECKPOINT_NAME, BatchSampler, Run, Stage2Config, StageResult, TrainingData,
-                     find_checkpoint, load_checkpoint, load_module_state, photo_to_input, read_model_config,
-                     sample_rng, save_image_grid, seed_all, trainable,
-                     write_model_config)
+from .checkpoints import (CHECKPOINT_NAME, find_checkpoint, load_checkpoint, load_module_state, read_model_config,
+                          trainable, write_model_config)
+from .configs import Stage2Config
+from .data import BatchSampler, TrainingData, photo_to_input, sample_rng, seed_all
+from .figures import save_image_grid
+from .loop import Run, StageResult
 from .stage1 import load_stage1, make_inputs, stack_crops
 from ..config import COMPONENTS, DEMO, Layout, ModelConfig
 from ..embedding import sketch_to_input
