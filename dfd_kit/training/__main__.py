@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ..errors import DFDError, TrainingInterrupted
 from .recipes import (DEMO_BANK_DATA, DEMO_BANK_FACES, DEMO_BANK_PART_FACES, DEMO_DATA, DEMO_FACES, DEMO_K,
-                      DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_DATA, PHOTO_FACES, PHOTO_HELDOUT, PHOTO_K,
-                      PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2, densify_demo_banks, measure_quality, train,
-                      train_demo, train_photo)
+                      DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_DATA, PHOTO_FACES,
+                      PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2, densify_demo_banks,
+                      measure_quality, train, train_demo, train_photo)
 
 
 def _config(name: str):
@@ -65,6 +65,9 @@ def _run(argv=None) -> int:
     d.add_argument("--batch-size", type=int, default=4, help="per process")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--params", default=None, help="export folder (default: <out>/params); e.g. Params/demo")
+    d.add_argument("--project-prob", type=float, default=DEMO_PROJECT_PROB,
+                   help="share of stage 2's samples whose latents are projected (0: clean latents only, the "
+                        "paper's recipe; the model card compares the two)")
     d.add_argument("--threads", type=int, default=None,
                    help="OpenMP threads (default: all cores; 1 is faster on a machine busy with other work)")
     d.add_argument("--no-progress", action="store_true")
@@ -162,7 +165,7 @@ def _run(argv=None) -> int:
     else:
         summary = train_demo(a.data, a.out, a.minutes_stage1, a.minutes_stage2, a.n_faces, a.seed, a.batch_size,
                              a.params, a.heldout, a.threads, not a.no_progress, a.steps_stage1, a.steps_stage2,
-                             not a.no_quality)
+                             not a.no_quality, project_prob=a.project_prob)
     from .parallel import is_main   # imports Jittor, so not at the top: --help stays quick
 
     if is_main():   # under mpirun, one summary
