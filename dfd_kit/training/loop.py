@@ -22,11 +22,24 @@ import numpy as np
 
 from ..errors import ConfigError, TrainingInterrupted
 from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, adam_state, find_checkpoint,
-                          load_adam_state, load_checkpoint, load_module_state, module_state, save_checkpoint)
+                          load_adam_state, load_checkpoint, load_module_state, module_state, save_checkpoint,
+                          write_model_config)
 from .configs import RunConfig
-from .data import BatchSampler
+from .data import BatchSampler, TrainingData, seed_all
 from .figures import save_figure
 from .parallel import average_running_stats, barrier, broadcast_floats, is_main, mpi_world, omp_threads
+
+
+def begin_stage(cfg: RunConfig, out_dir, config, data: Optional[TrainingData], data_dir, photos: bool):
+    """What every stage does first: check its settings, write the run's config.json (or check
+    it against a resumed run's), seed every generator, and load the data set unless ``data``
+    is given. Returns ``(config, data)``."""
+    cfg.check()
+    config = write_model_config(out_dir, config)
+    seed_all(cfg.seed)
+    if data is None:
+        data = TrainingData(data_dir, config.layout, photos=photos, progress=cfg.progress)
+    return config, data
 
 
 def rss_mb() -> float:

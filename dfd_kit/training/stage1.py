@@ -20,12 +20,11 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .checkpoints import (CHECKPOINT_NAME, load_checkpoint, load_module_state, read_model_config, trainable,
-                          write_model_config)
+from .checkpoints import CHECKPOINT_NAME, load_checkpoint, load_module_state, read_model_config, trainable
 from .configs import Stage1Config
-from .data import BatchSampler, TrainingData, sample_rng, seed_all
+from .data import BatchSampler, TrainingData, sample_rng
 from .figures import save_image_grid
-from .loop import Run, StageResult
+from .loop import Run, StageResult, begin_stage
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
 from ..embedding import ComponentEncoder, LatentDecoder, sketch_to_input
@@ -115,12 +114,8 @@ def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
     ``figures/stage1_samples_<step>.png``. Returns the networks in eval mode.
     """
     cfg = cfg or Stage1Config()
-    cfg.check()
-    config = write_model_config(out_dir, config)
+    config, data = begin_stage(cfg, out_dir, config, data, data_dir, photos=False)
     layout = config.layout
-    seed_all(cfg.seed)
-    if data is None:
-        data = TrainingData(data_dir, layout, photos=False, progress=cfg.progress)
     enc, dec = build_autoencoders(config)
     opt = jt.optim.Adam(trainable(list(enc.values()) + list(dec.values())), cfg.lr, betas=(cfg.beta1, cfg.beta2))
     sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed)

@@ -38,11 +38,11 @@ from jittor import nn
 
 from .banks import BankSet, load_banks
 from .checkpoints import (CHECKPOINT_NAME, find_checkpoint, load_checkpoint, load_module_state, read_model_config,
-                          trainable, write_model_config)
+                          trainable)
 from .configs import Stage2Config
-from .data import BatchSampler, TrainingData, photo_to_input, sample_rng, seed_all
+from .data import BatchSampler, TrainingData, photo_to_input, sample_rng
 from .figures import save_image_grid
-from .loop import Run, StageResult
+from .loop import Run, StageResult, begin_stage
 from .stage1 import load_stage1, make_inputs, stack_crops
 from ..config import COMPONENTS, DEMO, Layout, ModelConfig
 from ..embedding import sketch_to_input
@@ -205,12 +205,8 @@ def train_stage2(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[St
     on rank 0, ``figures/stage2_losses.png`` and ``figures/stage2_samples_<step>.png``.
     """
     cfg = cfg or Stage2Config()
-    cfg.check()
-    config = write_model_config(out_dir, config)
+    config, data = begin_stage(cfg, out_dir, config, data, data_dir, photos=True)
     layout = config.layout
-    seed_all(cfg.seed)
-    if data is None:
-        data = TrainingData(data_dir, layout, photos=True, progress=cfg.progress)
     if data.photos is None:
         raise ConfigError("stage 2 needs the photos: load TrainingData with photos=True")
     bankset = load_banks(out_dir)
