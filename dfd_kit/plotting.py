@@ -674,6 +674,18 @@ def plot_losses(history, keys: Optional[Sequence[str]] = None, title: str = "tra
     return _done(fig)
 
 
+def show_source(*objs):
+    """The code of kit functions or classes as one highlighted listing, for a notebook to
+    show the stage it explains (``IPython.display.Code``; plain text where there is no
+    front end). Read from the installed modules each time it is called, so a listing is
+    never out of date with the code that runs."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(o).rstrip() for o in objs), language="python")
+
+
 def plot_dataset(data_dir, n: int = 4, layout: Optional[Layout] = None) -> Figure:
     """The first ``n`` (sketch, photo) pairs of a dataset folder (samples.csv, sketch/,
     photo/), one column each, titled with the sample id and sex."""
@@ -708,7 +720,7 @@ __all__ = ["COMPONENT_COLOURS", "SEX_COLOURS", "to_image", "show_image", "show_i
            "PCA", "pca_fit", "plot_bank_pca", "interpolate_latents", "plot_interpolation", "plot_neighbours",
            "projection_views", "plot_projection", "plot_shadow", "plot_feature_maps", "paste_owners", "plot_paste",
            "feature_rgb", "plot_synthesis", "swap_components", "weight_sweep", "plot_weight_sweep", "plot_losses",
-           "plot_dataset", "plot_samples"]
+           "show_source", "plot_dataset", "plot_samples"]
 
 
 # ---------------------------------------------------------------------------------------

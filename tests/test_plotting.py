@@ -379,6 +379,17 @@ def test_plot_weight_sweep_is_a_component_by_weight_grid(fake, result):
     assert [fig.axes[0].get_ylabel(), fig.axes[3].get_ylabel()] == ["nose", "mouth"]
 
 
+# ------------------------------------------------------------------ listings
+
+def test_show_source_lists_the_code_that_runs():
+    from dfd_kit.manifold import locally_linear_weights, project_to_manifold
+
+    listing = P.show_source(project_to_manifold, locally_linear_weights)
+    assert listing.data.startswith("def project_to_manifold(") and "def locally_linear_weights(" in listing.data
+    assert "nearest_neighbours(latent, bank, k, anchor)" in listing.data   # the body, not only the signature
+    assert "project_to_manifold" in listing._repr_html_()   # what the notebook shows
+
+
 # ------------------------------------------------------------------ 06 training
 
 def test_plot_losses_draws_one_line_per_loss_on_labelled_axes():
