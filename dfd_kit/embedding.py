@@ -168,9 +168,3 @@ def encode(encoder: ComponentEncoder, crop: np.ndarray) -> np.ndarray:
     """uint8 (S, S) crop -> float32 (latent_dim,) latent."""
     with jt.no_grad():
         return encoder(jt.array(sketch_to_input(crop))).numpy()[0]
-
-
-def decode_sketch(decoder: LatentDecoder, latents: np.ndarray) -> np.ndarray:
-    """float32 (N, latent_dim) -> float32 (N, S, S) decoded sketches in about [-1, 1]."""
-    with jt.no_grad():
-        return decoder(jt.array(np.asarray(latents, np.float32))).numpy()[:, 0]

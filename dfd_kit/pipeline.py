@@ -16,7 +16,7 @@ import numpy as np
 from . import components as comp
 from .backend import memory_headroom_bytes
 from .config import COMPONENTS, PARTS, ModelConfig
-from .embedding import ComponentEncoder, LatentDecoder, sketch_decoder, sketch_to_input
+from .embedding import ComponentEncoder, LatentDecoder, encode, sketch_decoder
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
                       compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
@@ -178,8 +178,7 @@ class DeepFaceDrawing:
 
     def encode(self, crops: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """{component: uint8 (S, S)} -> {component: float32 (D,)} for the components given."""
-        with jt.no_grad():
-            return {c: self.encoders[c](jt.array(sketch_to_input(x))).numpy()[0] for c, x in crops.items()}
+        return {c: encode(self.encoders[c], x) for c, x in crops.items()}
 
     def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest") -> Dict[str, Projection]:
         w = check_part_weights(part_weights)

@@ -123,9 +123,8 @@ def layers_to_convert(net, kind: str):
 
 def convert_network(net, kind: str, root: Optional[Path] = None, rel: str = "", table=None) -> int:
     """Turn the convolutions of ``net``, a network of ``kind``, that bf16 computes
-    (:func:`layers_to_convert`) to
-    bfloat16 in place. With ``root``, ``rel`` and its key ``table`` (official prefix, kit
-    prefix), the converted weights come from, or go to, the cache beside the compact copy of
+    (:func:`layers_to_convert`) to bfloat16 in place. With ``root``, ``rel`` and its key
+    ``table`` (official prefix, kit prefix), the converted weights come from, or go to, the cache beside the compact copy of
     ``root/rel``; without, they are rounded from the network's weights now. Returns how many
     layers were converted."""
     import numpy as np

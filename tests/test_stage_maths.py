@@ -33,12 +33,16 @@ def test_nth_element_leaves_a_partition_like_np_partition(seed):
     assert max(out[:nth], default=out[nth]) <= out[nth] <= min(out[nth + 1:], default=out[nth])
 
 
+def random_rows_and_latent(rng, rows: int, dims: int):
+    """float32 (rows, dims) latents (a bank, or K neighbours) and one latent (dims,) to project."""
+    return rng.normal(size=(rows, dims)).astype(np.float32), rng.normal(size=dims).astype(np.float32)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nearest_neighbours_are_the_k_smallest_distances_nearest_first(seed):
     rng = np.random.default_rng(seed)
     n, d = int(rng.integers(3, 300)), int(rng.integers(1, 64))
-    bank = rng.normal(size=(n, d)).astype(np.float32)
-    z = rng.normal(size=d).astype(np.float32)
+    bank, z = random_rows_and_latent(rng, n, d)
     k = int(rng.integers(2, n + 1))
     idx, dist = nearest_neighbours(z, bank, k)
     full = ((bank.astype(np.float64) - z) ** 2).sum(axis=1)
@@ -53,8 +57,7 @@ def test_nearest_neighbours_are_the_k_smallest_distances_nearest_first(seed):
 def test_locally_linear_weights_sum_to_one(seed):
     rng = np.random.default_rng(seed)
     k, d = int(rng.integers(2, 20)), int(rng.integers(2, 128))
-    neighbours = rng.normal(size=(k, d)).astype(np.float32)
-    z = rng.normal(size=d).astype(np.float32)
+    neighbours, z = random_rows_and_latent(rng, k, d)
     w = locally_linear_weights(z, neighbours)
     assert w.shape == (k,) and abs(w.sum() - 1.0) < 1e-9
 

@@ -157,7 +157,7 @@ def train(data_dir, out_dir, config, minutes_stage1: Optional[float] = None,
                "params": str(params_dir), "processes": mpi_world(), "batch_size_per_process": batch_size,
                "stage1": {"steps": r1.step, "minutes": round(r1.elapsed_s / 60, 2),
                           "sec_per_step": round(r1.seconds_per_step, 3)},
-               "stage2": {"steps": r2.step, "minutes": round(r2.elapsed_s / 60, 2),
+               "stage2": {"steps": r2.step, "minutes": round(r2.elapsed_s / 60, 2), "project_prob": project_prob,
                           "sec_per_step": round(r2.seconds_per_step, 3)}}
     if is_main():
         export_model(out_dir, params_dir)
@@ -201,7 +201,6 @@ def train_demo(data_dir=DEMO_DATA, out_dir="runs/demo", minutes_stage1: Optional
         ensure_facesjs_data(heldout_dir, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)))
     summary = train(data_dir, out_dir, DEMO, minutes_stage1, minutes_stage2, steps_stage1, steps_stage2,
                     batch_size, seed, params_dir, threads, progress, project_prob=project_prob)
-    summary["stage2"]["project_prob"] = project_prob
     summary["heldout"] = str(heldout_dir)
     if is_main():
         params_dir = Path(summary["params"])
@@ -235,7 +234,6 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
     summary = train(data_dir, out_dir, PHOTO, None, None, steps_stage1, steps_stage2, batch_size, seed,
                     params_dir, threads, progress, project_prob=PHOTO_PROJECT_PROB,
                     lr_decay_start=min(PHOTO_LR_DECAY_START, steps_stage2))
-    summary["stage2"]["project_prob"] = PHOTO_PROJECT_PROB
     summary["stage2"]["lr_decay_start"] = min(PHOTO_LR_DECAY_START, steps_stage2)
     summary["stage2"]["lr"] = Stage2Config().lr
     summary["heldout"] = str(heldout_dir)
