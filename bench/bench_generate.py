@@ -52,7 +52,7 @@ def count_flops(into: dict, key: str):
     Shapes are known when an op is created, so nothing needs to be computed."""
     from jittor import nn
 
-    from dfd_kit.layers import OutputConv
+    from dfd_kit.fast.layers import NarrowConv
 
     def conv_macs(self, x, y):
         kh, kw = self.kernel_size
@@ -65,17 +65,17 @@ def count_flops(into: dict, key: str):
     def linear_macs(self, x, y):
         return int(np.prod(x.shape)) * int(y.shape[-1])
 
-    def reduced_macs(self, x, y):   # a bf16 layer (dfd_kit.precision) of either kind
+    def reduced_macs(self, x, y):   # a bf16 layer (dfd_kit.fast.precision) of either kind
         return (conv_t_macs if isinstance(self, nn.ConvTranspose) else conv_macs)(self, x, y)
 
-    from dfd_kit.fused import ReducedConv
+    from dfd_kit.fast.kernels import ReducedConv
 
-    # OutputConv has its own execute (a direct kernel) that may not reach nn.Conv's; so has a
+    # NarrowConv has its own execute (a direct kernel) that may not reach nn.Conv's; so has a
     # layer converted to bf16
-    macs = {nn.Conv: conv_macs, OutputConv: conv_macs, nn.ConvTranspose: conv_t_macs, nn.Linear: linear_macs,
+    macs = {nn.Conv: conv_macs, NarrowConv: conv_macs, nn.ConvTranspose: conv_t_macs, nn.Linear: linear_macs,
             ReducedConv: reduced_macs}
     originals = {cls: cls.__dict__["execute"] for cls in macs}
-    active = []   # an OutputConv falling back to nn.Conv's execute is counted once
+    active = []   # a NarrowConv falling back to nn.Conv's execute is counted once
 
     def counted(cls):
         def execute(self, x):
@@ -91,15 +91,15 @@ def count_flops(into: dict, key: str):
 
     # The channels-last path calls oneDNN directly, past the layers' execute; counting goes
     # through the layers instead (the same convolutions, so the same FLOPs).
-    from dfd_kit import fused
-    channels_last = fused.channels_last
-    fused.channels_last = lambda: False
+    from dfd_kit.fast import kernels
+    channels_last = kernels.channels_last
+    kernels.channels_last = lambda: False
     for cls in macs:
         cls.execute = counted(cls)
     try:
         yield
     finally:
-        fused.channels_last = channels_last
+        kernels.channels_last = channels_last
         for cls, f in originals.items():
             cls.execute = f
 
@@ -120,7 +120,7 @@ def network_flops(model, shadow_batch: dict) -> dict:
                 model.feature_decoders[c](jt.zeros((1, n.latent_dim)))
             if c in model.sketch_decoders and shadow_batch.get(c):
                 # what a shadow runs: each row up to its last ReLU (the early stages in
-                # chunks of up to 16 rows), the affine tail once (LatentDecoder.weighted_sum;
+                # chunks of up to 16 rows), the affine tail once (FastLatentDecoder.weighted_sum;
                 # it computes, as it syncs)
                 with count_flops(flops, "sketch decoders (shadows)"):
                     model.sketch_decoders[c].weighted_sum(jt.zeros((shadow_batch[c], n.latent_dim)),

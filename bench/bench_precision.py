@@ -1,4 +1,5 @@
-"""bfloat16 against float32 for the full-size model, on this CPU and on a simulated older one.
+"""bfloat16 against float32 for the full-size model, on this CPU and on a simulated older one,
+and the reference path (``dfd_kit.load(..., fast=False)``: plain Jittor, no dfd_kit.fast) beside them.
 
     python bench/bench_precision.py [--params DIR] [--repeats 3] [--strokes 8] [--rounds 2]
                                     [--isa native,AVX2] [--official DIR] [--json FILE]
@@ -7,7 +8,7 @@ Each measurement runs in a fresh child process, so that each has its own peak me
 oneDNN reads its instruction-set cap at start: for every CPU setting (``native``: this CPU;
 ``AVX2``: oneDNN capped with ``ONEDNN_MAX_CPU_ISA=AVX2``, as on a CPU without AVX-512 or
 bf16; Jittor's and dfd_kit's own kernels keep this CPU's instructions) and precision
-(``fp32``, ``bf16``), interleaved round by round so that a load that changes during the run
+(``fp32``, ``bf16``; ``reference``: float32 on the reference path), interleaved round by round so that a load that changes during the run
 touches both alike, it reports
 
 * generation without shadows and with shadows (median of ``--repeats`` warm runs, after one
@@ -51,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "official_parity"
 SKETCH = FIXTURE / "inputs" / "sketch_0.png"
 PRECISIONS = ("fp32", "bf16")
+#: What a child runs: the fast path in either precision, or the reference path.
+VARIANTS = PRECISIONS + ("reference",)
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 
 
@@ -101,7 +104,8 @@ def pad_strokes(model, strokes: int) -> float:
 
 
 def child(params: str, precision: str, repeats: int, strokes: int, images: str) -> dict:
-    """One precision in this process: load, time, save the PSNR images to ``images`` (npz)."""
+    """One variant (:data:`VARIANTS`) in this process: load, time, save the PSNR images to
+    ``images`` (npz)."""
     import warnings
 
     import numpy as np
@@ -112,7 +116,10 @@ def child(params: str, precision: str, repeats: int, strokes: int, images: str) 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = time.perf_counter()
-        model = dfd_kit.load(params, precision=precision)
+        if precision == "reference":
+            model = dfd_kit.load(params, precision="fp32", fast=False)
+        else:
+            model = dfd_kit.load(params, precision=precision)
         load_s = time.perf_counter() - t
     out = {"asked": precision, "ran": model.precision, "load_s": load_s,
            "warnings": [str(w.message) for w in caught if "bfloat16" in str(w.message)]}
@@ -204,7 +211,8 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=None, help="full-size Params (default: the stand-in, written if missing)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--strokes", type=int, default=8, help="pad strokes to time (0: none)")
-    ap.add_argument("--rounds", type=int, default=2, help="fp32 / bf16 pairs per CPU setting, order alternating")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each variant per CPU setting, order alternating")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"which of {', '.join(VARIANTS)}")
     ap.add_argument("--isa", default="native,AVX2", help="CPU settings: native and/or ONEDNN_MAX_CPU_ISA values")
     ap.add_argument("--official", default=None, help="an export of the official DeepFaceDrawing repository")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
@@ -215,7 +223,10 @@ def main(argv=None) -> int:
     from dfd_kit.standin import full_size_params
 
     params = full_size_params(a.params)
-    from dfd_kit.precision import BF16_CPU_FLAGS, cpu_flags
+    from dfd_kit.fast.precision import BF16_CPU_FLAGS, cpu_flags
+
+    variants = [v for v in VARIANTS if v in a.variants.split(",")]
+    assert {"fp32", "bf16"} <= set(variants), "fp32 and bf16 are always measured (their ratio, their PSNR)"
 
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": os.getloadavg(),
                "bf16_flags": sorted(set(BF16_CPU_FLAGS) & cpu_flags())}
@@ -225,18 +236,18 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_precision-"))
     for isa in a.isa.split(","):
         env_isa = None if isa == "native" else isa
-        runs = {p: [] for p in PRECISIONS}
+        runs = {p: [] for p in variants}
         for r in range(a.rounds):
-            for p in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
+            for p in (variants if r % 2 == 0 else variants[::-1]):
                 images = tmp / f"{isa}-{p}-{r}.npz"
                 res = run_precision(params, p, env_isa, a.repeats, a.strokes, images)
                 res["images"] = str(images)
                 runs[p].append(res)
-                print(f"  [{isa}] round {r + 1} {p:4s} (ran {res['ran']}): no shadows {res['no_shadows_s']:.3f} s, "
+                print(f"  [{isa}] round {r + 1} {p:9s} (ran {res['ran']}): no shadows {res['no_shadows_s']:.3f} s, "
                       f"shadows {res['shadows_s']:.3f} s, stroke {res['stroke_s'] or 0:.3f} s, "
                       f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
         summary = {}
-        for p in PRECISIONS:
+        for p in variants:
             rs = runs[p]
             summary[p] = {k: statistics.median(x[k] for x in rs if x[k] is not None)
                           for k in ("no_shadows_s", "shadows_s", "stroke_s", "load_s")
@@ -249,6 +260,10 @@ def main(argv=None) -> int:
         summary["psnr_db"] = {name: psnr(got[name], want[name]) for name in want.files if name != "shadow"}
         summary["shadow_max_diff"] = int(np.abs(got["shadow"].astype(int) - want["shadow"]).max())
         summary["shadow_psnr_db"] = psnr(got["shadow"], want["shadow"])
+        if "reference" in runs:   # the two float32 paths: the same faces up to float rounding
+            ref = np.load(runs["reference"][0]["images"])
+            summary["reference_psnr_db"] = {name: psnr(want[name], ref[name]) for name in want.files if name != "shadow"}
+            summary["reference_shadow_max_diff"] = int(np.abs(ref["shadow"].astype(int) - want["shadow"]).max())
         if official_present(a.official):
             off = run(["-c", _OFFICIAL_CHILD, str(Path(a.official).resolve()), str(params), str(SKETCH),
                        str(a.repeats)], env_isa)
@@ -276,10 +291,20 @@ def print_setting(isa: str, s: dict, official) -> None:
     print("PSNR bf16 vs fp32: " + ", ".join(f"{k} {v:.1f} dB" for k, v in s["psnr_db"].items()))
     print(f"shadows of sketch_0, bf16 vs fp32: {s['shadow_psnr_db']:.1f} dB, at most {s['shadow_max_diff']} "
           "grey level(s) apart")
+    if "reference" in s:
+        r = s["reference"]
+        print(f"\nreference path (fast=False, float32){'':4}{'reference':>10}{'fp32':>10}{'ref/fp32':>10}")
+        for key, label in rows:
+            if key in r and key in f:
+                print(f"{label:40}{r[key]:>10.3f}{f[key]:>10.3f}{r[key] / f[key]:>9.2f}x")
+        print(f"{'peak RSS (GiB)':40}{r['peak_rss_gib']:>10.2f}{f['peak_rss_gib']:>10.2f}")
+        print("PSNR fp32 fast vs reference: " + ", ".join(f"{k} {v:.1f} dB" for k, v in s["reference_psnr_db"].items())
+              + f"; shadows at most {s['reference_shadow_max_diff']} grey level(s) apart")
     if "official" in s:
         o = s["official"]["shadows_s"]
         print(f"official code, with shadows: {o:.3f} s; dfd_kit fp32 {o / f['shadows_s']:.2f}x faster, "
-              f"bf16 {o / b['shadows_s']:.2f}x faster")
+              f"bf16 {o / b['shadows_s']:.2f}x faster"
+              + (f", reference path {o / s['reference']['shadows_s']:.2f}x" if "reference" in s else ""))
     elif official is None:
         print("official code: not run (no --official DIR given): no side-by-side figures")
     else:

@@ -38,7 +38,7 @@ _RECIPES = {"photo": "photo --params Params/photo", "cartoon": "demo --params Pa
             "demo": "demo --params Params/demo"}
 
 
-def load(params_dir=None, shadows: bool = True, precision: str = "auto") -> "DeepFaceDrawing":
+def load(params_dir=None, shadows: bool = True, precision: str = "auto", fast: bool = True) -> "DeepFaceDrawing":
     """Load a model.
 
     params_dir: None -> the model named by the environment variable ``DFD_PARAMS`` if set
@@ -48,9 +48,11 @@ def load(params_dir=None, shadows: bool = True, precision: str = "auto") -> "Dee
     (Params/demo); "official" -> the official weights in Params/ (AE_whole/, Combine/);
     any other value -> that folder. shadows=False skips the sketch decoders (less memory;
     no shadow guidance). precision: "auto" (bfloat16 convolutions for a large model where the
-    CPU computes bfloat16 natively, else float32), "fp32" or "bf16" (see dfd_kit.precision).
+    CPU computes bfloat16 natively, else float32), "fp32" or "bf16" (see dfd_kit.fast.precision).
+    fast: True (the default) runs the fast path (dfd_kit.fast) where its kernels work here;
+    False runs the reference model, plain Jittor, in float32 (the same faces, slower).
     """
-    from .precision import check_precision
+    from .fast.precision import check_precision
 
     check_precision(precision)   # a wrong value fails before anything is read
     if params_dir is None:
@@ -66,8 +68,10 @@ def load(params_dir=None, shadows: bool = True, precision: str = "auto") -> "Dee
         params_dir = PARAMS_ROOT
     from .pipeline import load_model  # Jittor loads (and may compile) only when a model is needed
 
-    # load_model's default is "auto" too; passed only when chosen, so stand-ins of load_model(params, shadows) still fit
+    # load_model's defaults are these too; passed only when chosen, so stand-ins of load_model(params, shadows) still fit
     extra = {} if precision == "auto" else {"precision": precision}
+    if not fast:
+        extra["fast"] = False
     return load_model(params_dir, shadows=shadows, **extra)
 
 

@@ -738,7 +738,7 @@ def configure() -> dict:
         sys.meta_path.insert(0, _JittorImportHook(procs, restore_signals=patches["Python's signal handlers"],
                                                   tolerate_onednn=patches["oneDNN operators may fail"]))
     # onednn: what Jittor compiles its oneDNN operators against (False: none); onednn_include:
-    # the headers dfd_kit.fused compiles its own against (the same, as Jittor's folder links them)
+    # the headers dfd_kit.fast.kernels compiles its own against (the same, as Jittor's folder links them)
     info.update(cuda=use_cuda, onednn=str(dnnl) if dnnl else False,
                 onednn_include=os.path.join(onednn.jittor_folder(_jittor_home()), "include") if dnnl else None,
                 pinned_cache=cache, heap_reuse=heap,

@@ -8,7 +8,6 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from . import fused
 from .config import Layout
 from .embedding import LatentDecoder
 
@@ -66,11 +65,6 @@ def paste_feature_maps(maps: Dict[str, jt.Var], layout: Layout) -> jt.Var:
     reaches only the component it shows (Jittor's in-place setitem would also send the
     gradient of overwritten pixels to the remainder). The values are the same either way.
     """
-    if fused.enabled() and maps["remainder"].dtype == "float32" and len(layout.paste_order) == 4:
-        # inference on the CPU: one pass instead of four padded copies and masked sums
-        owner, corners = paste_owner(layout)
-        return fused.paste(maps["remainder"], [maps[c] for c in layout.paste_order],
-                           jt.array(owner), jt.array(corners))
     masks = paste_masks(layout)
     size = layout.size
     face = maps["remainder"] * jt.array(masks["remainder"])

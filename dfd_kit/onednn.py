@@ -1,6 +1,6 @@
 """Finding a oneDNN 2 for Jittor's CPU convolutions, before Jittor is imported.
 
-Jittor 1.3's oneDNN operators (its ``extern/mkl/ops``) and dfd_kit's own (:mod:`dfd_kit.fused`)
+Jittor 1.3's oneDNN operators (its ``extern/mkl/ops``) and dfd_kit's own (:mod:`dfd_kit.fast.kernels`)
 are written against oneDNN 2's operation descriptors, which oneDNN 3.0 removed: against the
 oneDNN of Ubuntu 24.04 (3.1) or Debian 13 (3.7) they do not compile. So a oneDNN is used only
 if its headers say version 2, and it is looked for in this order:

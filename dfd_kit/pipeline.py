@@ -19,11 +19,14 @@ from .config import COMPONENTS, PARTS, ModelConfig
 from .embedding import ComponentEncoder, LatentDecoder, encode, sketch_decoder
 from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
-                      compact_checkpoint, decoder_key_table, encoder_key_table, generator_key_table,
+                      decoder_key_table, read_checkpoint, encoder_key_table, generator_key_table,
                       bank_dtype, load_into, params_lock, params_sha256, read_bank, read_config)
 from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_weights
+from . import fast as fast_path
+from .fast import paste_feature_maps as fast_paste
+from .fast.compact import compact_checkpoint
 from .mapping import feature_decoder, paste_feature_maps
-from .precision import check_precision, convert_network, resolve as resolve_precision
+from .fast.precision import check_precision, convert_network, resolve as resolve_precision
 from .synthesis import Generator, to_uint8_image
 
 DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
@@ -101,6 +104,8 @@ class DeepFaceDrawing:
 
     #: "fp32", or "bf16" where :func:`load_model` converted the decoders and the generator.
     precision = "fp32"
+    #: True where :func:`load_model` runs the fast path (:mod:`dfd_kit.fast`).
+    fast = False
 
     def __init__(self, config: ModelConfig, encoders, sketch_decoders, feature_decoders, generator,
                  banks, source: str = ""):
@@ -247,7 +252,8 @@ class DeepFaceDrawing:
                 if cache is not None:
                     cache[c] = (v.copy(), maps[c])
             parts = {c: m.numpy()[0] for c, m in maps.items()} if keep_parts else {}
-            return paste_feature_maps(maps, self.layout), parts
+            paste = fast_paste if self.fast else paste_feature_maps
+            return paste(maps, self.layout), parts
 
     def synthesize(self, feature_map) -> np.ndarray:
         """(1, C, size, size) feature map -> float32 (3, size, size) in [-1, 1]."""
@@ -380,16 +386,20 @@ def build(config: ModelConfig, shadows: bool = True):
     return enc, dec, fdec, build_network("generator", config)
 
 
-def build_network(kind: str, config: ModelConfig, component: str = ""):
-    """One fresh network. kind: encoder | sketch_decoder | feature_decoder | generator."""
+def build_network(kind: str, config: ModelConfig, component: str = "", fast: bool = True):
+    """One fresh network. kind: encoder | sketch_decoder | feature_decoder | generator.
+    ``fast``: with the fast path's blocks (:func:`dfd_kit.fast.accelerate`) where its kernels
+    work here; they train as the reference blocks do."""
     n, size = config.nets, config.layout.crop_size(component) if component else 0
     if kind == "encoder":
-        return ComponentEncoder(size, n.encoder_channels, n.latent_dim).eval()
-    if kind == "sketch_decoder":
-        return sketch_decoder(size, n.decoder_channels, n.latent_dim).eval()
-    if kind == "feature_decoder":
-        return feature_decoder(size, n.feature_decoder_channels, n.latent_dim, n.feature_channels)
-    return Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks)
+        net = ComponentEncoder(size, n.encoder_channels, n.latent_dim).eval()
+    elif kind == "sketch_decoder":
+        net = sketch_decoder(size, n.decoder_channels, n.latent_dim).eval()
+    elif kind == "feature_decoder":
+        net = feature_decoder(size, n.feature_decoder_channels, n.latent_dim, n.feature_channels)
+    else:
+        net = Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks)
+    return fast_path.accelerate(net) if fast and fast_path.available() else net
 
 
 def key_table(kind: str, config: ModelConfig):
@@ -408,18 +418,27 @@ def checkpoint_budget(net) -> int:
     return 8 * values + 4096 * len(net.state_dict()) + (1 << 20)
 
 
-def load_network(root: Path, config: ModelConfig, kind: str, component: str = "", state=None):
-    """Build one network and fill it from its checkpoint (through the compact cache), or
-    from ``state`` (what :func:`~dfd_kit.loading.compact_checkpoint` gave earlier)."""
+def load_network(root: Path, config: ModelConfig, kind: str, component: str = "", state=None, fast: bool = True):
+    """Build one network and fill it from its checkpoint, or from ``state`` (what
+    :func:`read_state` gave earlier)."""
     rel = checkpoint_file(kind, component) if component else GENERATOR_FILE
-    net = build_network(kind, config, component)
+    net = build_network(kind, config, component, fast)
     if state is None:
-        state = compact_checkpoint(root, rel, checkpoint_budget(net))
+        state = read_state(root, rel, checkpoint_budget(net), fast)
     load_into(net, state, key_table(kind, config), rel)
     return net
 
 
-def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> DeepFaceDrawing:
+def read_state(root: Path, rel: str, max_bytes: int, fast: bool = True):
+    """{key: array} of the checkpoint ``root/rel``: on the fast path from its compact copy,
+    written on first load (:func:`~dfd_kit.fast.compact.compact_checkpoint`: memory-mapped arrays,
+    read in milliseconds), else from the pickle itself."""
+    if fast:
+        return compact_checkpoint(root, rel, max_bytes)
+    return read_checkpoint(root / rel, max_bytes)
+
+
+def load_model(params_dir, shadows: bool = True, precision: str = "auto", fast: bool = True) -> DeepFaceDrawing:
     """Load a Params/ folder (official layout; a ``config.json`` describes non-official sizes).
 
     Weights come from the compact cache (written on first load), one network at a time;
@@ -428,15 +447,21 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
     if the folder is exported again meanwhile). The folder is read under a shared lock
     (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for.
     ``precision``: "auto", "fp32" or "bf16" for the feature decoders, the generator and the
-    sketch decoders (:mod:`dfd_kit.precision`; the model's ``precision`` says which it got)."""
+    sketch decoders (:mod:`dfd_kit.fast.precision`; the model's ``precision`` says which it got).
+    ``fast``: run the fast path (:mod:`dfd_kit.fast`) where its kernels work here (one warning
+    where not); False: the reference model, plain Jittor, in float32."""
     check_precision(precision)
+    if not fast and precision == "bf16":
+        raise ConfigError("precision='bf16' runs on the fast path's kernels: load with fast=True, "
+                          "or with precision='fp32' for the reference path")
     root = check_params_dir(params_dir, shadows)
+    fast = fast and fast_path.available()
     with params_lock(root):
         config = read_config(root)
-        enc = {c: load_network(root, config, "encoder", c) for c in COMPONENTS}
-        fdec = {c: load_network(root, config, "feature_decoder", c) for c in COMPONENTS}
-        gen = load_network(root, config, "generator")
-        precision = resolve_precision(precision, config)
+        enc = {c: load_network(root, config, "encoder", c, fast=fast) for c in COMPONENTS}
+        fdec = {c: load_network(root, config, "feature_decoder", c, fast=fast) for c in COMPONENTS}
+        gen = load_network(root, config, "generator", fast=fast)
+        precision = resolve_precision(precision, config) if fast else "fp32"
         if precision == "bf16":   # each network's float32 convolution weights are freed as it converts
             for c in COMPONENTS:
                 convert_network(fdec[c], "feature_decoder", root, checkpoint_file("feature_decoder", c),
@@ -445,14 +470,14 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
         dec = {}
         if shadows:
             sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
-            # mapped, not read: no memory until a shadow is asked for
+            # mapped, not read: no memory until a shadow is asked for (on the reference path
+            # the pickle is read then)
             states = {c: compact_checkpoint(root, checkpoint_file("sketch_decoder", c),
-                                            checkpoint_budget(build_network("sketch_decoder", config, c)))
-                      for c in COMPONENTS}
+                                            checkpoint_budget(build_network("sketch_decoder", config, c, False)))
+                      for c in COMPONENTS} if fast else {}
 
             def load_decoder(c):
-                net = load_network(root, config, "sketch_decoder", c, states[c])
-                del states[c]   # the network holds what it needs
+                net = load_network(root, config, "sketch_decoder", c, states.pop(c, None), fast)
                 if precision == "bf16":
                     convert_network(net, "sketch_decoder", root, checkpoint_file("sketch_decoder", c),
                                     key_table("sketch_decoder", config))
@@ -463,7 +488,7 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto") -> Dee
         banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
                  for s in SEXES}
     model = DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
-    model.precision = precision
+    model.precision, model.fast = precision, fast
     return model
 
 

@@ -5,15 +5,17 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from .layers import Norm2d, OutputConv, ReflectPad, ResnetBlock, conv_norm
+from .layers import Norm2d, ResnetBlock
 
 
 class ConvNormReLU(nn.Module):
+    """conv, InstanceNorm (affine), ReLU."""
+
     def __init__(self, conv: nn.Module, channels: int):
         self.conv, self.norm = conv, Norm2d(channels, "sample", track_running=False)
 
     def execute(self, x):
-        return conv_norm(self.conv, self.norm, x, relu=True)
+        return nn.relu(self.norm(self.conv(x)))
 
 
 class Generator(nn.Module):
@@ -26,7 +28,7 @@ class Generator(nn.Module):
     """
 
     def __init__(self, in_channels: int, ngf: int, n_downsample: int, n_blocks: int):
-        self.pad3 = ReflectPad(3)
+        self.pad3 = nn.ReflectionPad2d(3)
         self.stem = ConvNormReLU(nn.Conv2d(in_channels, ngf, 7), ngf)
         w = [ngf * 2 ** i for i in range(n_downsample + 1)]
         self.down = nn.Sequential(*[ConvNormReLU(nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1), w[i + 1])
@@ -35,7 +37,7 @@ class Generator(nn.Module):
         self.up = nn.Sequential(*[ConvNormReLU(nn.ConvTranspose(w[i + 1], w[i], 3, stride=2, padding=1,
                                                                 output_padding=1), w[i])
                                   for i in reversed(range(n_downsample))])
-        self.to_rgb = OutputConv(ngf, 3, 7)
+        self.to_rgb = nn.Conv2d(ngf, 3, 7)
 
     def execute(self, x):
         h = self.up(self.res(self.down(self.stem(self.pad3(x)))))

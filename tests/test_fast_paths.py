@@ -4,9 +4,11 @@
   its last ReLU and the affine tail once (LatentDecoder.weighted_sum);
 * memory: glibc keeps freed large buffers for reuse (dfd_kit.backend), so a convolution's
   working copies are not zero-filled by the kernel on every call;
-* fused kernels (dfd_kit.fused): at inference on the CPU, norm statistics, normalisation,
+* fused kernels (dfd_kit.fast.kernels): at inference on the CPU, norm statistics, normalisation,
   residual, ReLU and reflection padding run as multi-threaded one-pass kernels; with
-  gradients on they are Jittor's own ops, and both give the same numbers.
+  gradients on they are Jittor's own ops, and both give the same numbers;
+* the two paths (dfd_kit.fast against the reference model): each block, each network and a
+  whole generation give the same numbers, to float32 rounding.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ def _decoder(size, channels, latent_dim, seed=0):
 
     from dfd_kit.embedding import sketch_decoder
 
+    from dfd_kit.fast import accelerate
+
     jt.set_global_seed(seed)
-    dec = sketch_decoder(size, channels, latent_dim).eval()
+    dec = accelerate(sketch_decoder(size, channels, latent_dim).eval())
     # running statistics away from (0, 1), so the affine tail is not the identity
     rng = np.random.default_rng(seed)
     for name, p in dec.state_dict().items():
@@ -65,7 +69,7 @@ def test_weighted_sum_in_chunks_and_rows_equals_the_sum_of_full_decodings(row_by
     later stages row by row: the same sum either way."""
     import jittor as jt
 
-    from dfd_kit.embedding import LatentDecoder
+    from dfd_kit.fast.shadows import FastLatentDecoder as LatentDecoder
 
     if row_bytes is not None:
         monkeypatch.setattr(LatentDecoder, "ROW_BYTES", row_bytes)
@@ -99,10 +103,11 @@ def test_weighted_sum_refuses_per_sample_norms():
     """The feature decoders normalise with each sample's statistics: not affine, no shortcut."""
     import jittor as jt
 
+    from dfd_kit.fast import accelerate
     from dfd_kit.mapping import feature_decoder
 
     n = OFFICIAL.nets
-    fdec = feature_decoder(128, n.feature_decoder_channels, n.latent_dim, n.feature_channels)
+    fdec = accelerate(feature_decoder(128, n.feature_decoder_channels, n.latent_dim, n.feature_channels))
     fdec.eval()
     with pytest.raises(AssertionError, match="running"):
         fdec.weighted_sum(jt.zeros((2, n.latent_dim)), np.ones(2))
@@ -134,12 +139,12 @@ def _grad_mode_and_inference(fn):
     """fn() computed with gradients on (Jittor's ops) and under no_grad (the fused kernels)."""
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
-    assert not fused.enabled()
+    assert not kernels.inference_on_cpu()
     plain = fn().numpy()
     with jt.no_grad():
-        assert fused.enabled()
+        assert kernels.inference_on_cpu()
         fast = fn().numpy()
     return plain, fast
 
@@ -148,10 +153,10 @@ def _grad_mode_and_inference(fn):
 def test_fused_reflect_pad_is_reflection_padding(p):
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     x = jt.array(np.random.default_rng(p).standard_normal((2, 3, 7, 9)).astype(np.float32))
-    plain, fast = _grad_mode_and_inference(lambda: fused.reflect_pad(x, p))
+    plain, fast = _grad_mode_and_inference(lambda: kernels.reflect_pad(x, p))
     ref = np.pad(x.numpy(), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
     np.testing.assert_array_equal(plain, ref)
     np.testing.assert_array_equal(fast, ref)
@@ -160,12 +165,12 @@ def test_fused_reflect_pad_is_reflection_padding(p):
 def test_fused_moments_match_the_two_pass_statistics():
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     a = np.random.default_rng(0).normal(3.0, 2.0, (2, 5, 33, 17)).astype(np.float32)
     x = jt.array(a)
     with jt.no_grad():
-        mean, var = (v.numpy() for v in fused.moments(x))
+        mean, var = (v.numpy() for v in kernels.moments(x))
     assert mean.shape == var.shape == (2, 5, 1, 1)
     a64 = a.astype(np.float64)
     np.testing.assert_allclose(mean[..., 0, 0], a64.mean((2, 3)), rtol=1e-6)
@@ -177,7 +182,7 @@ def test_fused_moments_match_the_two_pass_statistics():
 def test_fused_normalize_matches_the_composed_ops(relu, residual, pad):
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     rng = np.random.default_rng(3)
     x = jt.array(rng.standard_normal((2, 4, 6, 8)).astype(np.float32))
@@ -185,7 +190,7 @@ def test_fused_normalize_matches_the_composed_ops(relu, residual, pad):
     scale = jt.array(rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32))   # running stats: one row
     bias = jt.array(rng.standard_normal(4).astype(np.float32))
     res = jt.array(rng.standard_normal((2, 4, 6, 8)).astype(np.float32)) if residual else None
-    plain, fast = _grad_mode_and_inference(lambda: fused.normalize(x, mean, scale, bias, relu, res, pad))
+    plain, fast = _grad_mode_and_inference(lambda: kernels.normalize(x, mean, scale, bias, relu, res, pad))
     y = (x.numpy() - mean.numpy()) * scale.numpy() + bias.numpy()[None, :, None, None]
     y = y + res.numpy() if residual else y
     y = np.maximum(y, 0) if relu else y
@@ -197,17 +202,17 @@ def test_fused_normalize_matches_the_composed_ops(relu, residual, pad):
 def test_fused_accumulate_is_a_weighted_running_sum():
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     rng = np.random.default_rng(4)
     x = jt.array(rng.standard_normal((3, 2, 5, 7)).astype(np.float32))
     acc = jt.array(rng.standard_normal((1, 2, 5, 7)).astype(np.float32))
     a = np.float32([0.3, 0.0, -1.5])
     expected = np.tensordot(a, x.numpy(), axes=1)[None]
-    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(acc, x, jt.array(a)))
+    plain, fast = _grad_mode_and_inference(lambda: kernels.accumulate(acc, x, jt.array(a)))
     for y in (plain, fast):
         np.testing.assert_allclose(y, acc.numpy() + expected, rtol=0, atol=1e-5)
-    plain, fast = _grad_mode_and_inference(lambda: fused.accumulate(None, x, jt.array(a)))
+    plain, fast = _grad_mode_and_inference(lambda: kernels.accumulate(None, x, jt.array(a)))
     for y in (plain, fast):
         assert y.shape == (1, 2, 5, 7)
         np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
@@ -219,10 +224,11 @@ def test_conv_bias_handed_to_the_norm_gives_the_same_block(stats):
     statistics) or absorb it (running statistics): the block's output must not change."""
     import jittor as jt
 
+    from dfd_kit.fast import accelerate
     from dfd_kit.layers import ResnetBlock
 
     rng = np.random.default_rng(5)
-    block = ResnetBlock(4, stats).eval()
+    block = accelerate(ResnetBlock(4, stats).eval())
     for norm in (block.norm1, block.norm2):
         norm.weight.assign(jt.array(rng.uniform(0.5, 2, 4).astype(np.float32)))
         norm.bias.assign(jt.array(rng.standard_normal(4).astype(np.float32)))
@@ -244,10 +250,14 @@ def test_output_conv_kernel_matches_jittor_conv(cin, cout, k, h, w):
     inside a pixel tile and on tiles that fit entirely."""
     import jittor as jt
 
-    from dfd_kit.layers import OutputConv
+    from jittor import nn
+
+    from dfd_kit.fast import accelerate
+    from dfd_kit.fast.layers import NarrowConv
 
     jt.set_global_seed(cin * 10 + cout)
-    conv = OutputConv(cin, cout, k)
+    conv = accelerate(nn.Conv2d(cin, cout, k))
+    assert isinstance(conv, NarrowConv)
     x = jt.array(np.random.default_rng(cout).standard_normal((2, cin, h, w)).astype(np.float32))
     plain, fast = _grad_mode_and_inference(lambda: conv(x))
     assert fast.shape == plain.shape == (2, cout, h - k + 1, w - k + 1)
@@ -258,9 +268,10 @@ def test_fused_kernels_keep_training_differentiable():
     """Outside no_grad the kernels are not used, so gradients flow (training needs them)."""
     import jittor as jt
 
+    from dfd_kit.fast import accelerate
     from dfd_kit.layers import Norm2d
 
-    norm = Norm2d(3, "sample", track_running=False)
+    norm = accelerate(Norm2d(3, "sample", track_running=False))
     x = jt.array(np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32))
     y = norm.normalize(x, relu=True, pad=1)
     g = jt.grad((y * y).sum(), [x, norm.weight])
@@ -276,20 +287,22 @@ def test_generator_and_decoders_agree_between_training_ops_and_fused_kernels():
     from dfd_kit.mapping import feature_decoder
     from dfd_kit.synthesis import Generator
 
+    from dfd_kit.fast import accelerate
+
     jt.set_global_seed(0)
     n = DEMO.nets
     rng = np.random.default_rng(0)
-    gen = Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks).eval()
+    gen = accelerate(Generator(n.feature_channels, n.ngf, n.n_downsample, n.n_blocks).eval())
     fmap = jt.array(rng.standard_normal((1, n.feature_channels, 64, 64)).astype(np.float32))
     plain, fast = _grad_mode_and_inference(lambda: gen(fmap))
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4)
-    dec = feature_decoder(64, n.feature_decoder_channels, n.latent_dim, n.feature_channels).eval()
+    dec = accelerate(feature_decoder(64, n.feature_decoder_channels, n.latent_dim, n.feature_channels).eval())
     sk = _decoder(64, n.decoder_channels, n.latent_dim)
     z = jt.array(rng.standard_normal((1, n.latent_dim)).astype(np.float32))
     for net in (dec, sk):
         plain, fast = _grad_mode_and_inference(lambda: net(z))
         np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * max(1.0, np.abs(plain).max()))
-    enc = ComponentEncoder(64, n.encoder_channels, n.latent_dim).eval()
+    enc = accelerate(ComponentEncoder(64, n.encoder_channels, n.latent_dim).eval())
     crop = jt.array(rng.uniform(-1, 1, (1, 1, 64, 64)).astype(np.float32))
     plain, fast = _grad_mode_and_inference(lambda: enc(crop))
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * max(1.0, np.abs(plain).max()))
@@ -298,10 +311,10 @@ def test_generator_and_decoders_agree_between_training_ops_and_fused_kernels():
 def _needs_channels_last():
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     with jt.no_grad():
-        if not fused.channels_last():
+        if not kernels.channels_last():
             pytest.skip("no oneDNN: the channels-last path is not used")
 
 
@@ -309,12 +322,12 @@ def _needs_channels_last():
 def test_channels_last_moments_match_float64_statistics(c):
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     _needs_channels_last()
     a = np.random.default_rng(c).normal(3.0, 2.0, (2, 13, 21, c)).astype(np.float32)
     with jt.no_grad():
-        mean, var = (v.numpy()[..., 0, 0] for v in fused.moments_nhwc(jt.array(a)))
+        mean, var = (v.numpy()[..., 0, 0] for v in kernels.moments_nhwc(jt.array(a)))
     a64 = a.astype(np.float64)
     np.testing.assert_allclose(mean, a64.mean((1, 2)), rtol=1e-6)
     np.testing.assert_allclose(var, a64.var((1, 2)), rtol=1e-5)
@@ -341,22 +354,23 @@ def test_channels_last_blocks_equal_the_nchw_path(stats, c, out, n, size, monkey
     upsampling's channels: a multiple of 16 takes oneDNN's blocked layout straight to the norm."""
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
+    from dfd_kit.fast import accelerate
     from dfd_kit.layers import ResnetBlock, Stage, Up
 
     _needs_channels_last()
-    block = ResnetBlock(c, stats, track_running=stats == "running").eval()
-    stage = Stage(Up(c, out, stats), ResnetBlock(out, stats), True).eval()
+    block = accelerate(ResnetBlock(c, stats, track_running=stats == "running").eval())
+    stage = accelerate(Stage(Up(c, out, stats), ResnetBlock(out, stats), True).eval())
     _randomise(block, 1)
     _randomise(stage, 2)
     x = jt.array(np.random.default_rng(3).standard_normal((n, c, size, size)).astype(np.float32))
     calls = []
-    conv_nhwc = fused.conv_nhwc
-    monkeypatch.setattr(fused, "conv_nhwc", lambda *a: calls.append(1) or conv_nhwc(*a))
+    conv_nhwc = kernels.conv_nhwc
+    monkeypatch.setattr(kernels, "conv_nhwc", lambda *a: calls.append(1) or conv_nhwc(*a))
     with jt.no_grad():
         fast = [block(x).numpy(), stage(x).numpy()]
         assert len(calls) == 4   # both blocks took the channels-last path
-        monkeypatch.setattr(fused, "channels_last", lambda: False)
+        monkeypatch.setattr(kernels, "channels_last", lambda: False)
         plain = [block(x).numpy(), stage(x).numpy()]
     for f, p in zip(fast, plain):
         assert f.shape == p.shape
@@ -368,11 +382,11 @@ def test_channels_last_shadow_sum_equals_the_nchw_path(monkeypatch):
     (channels last) and with separate passes (NCHW): the same sum."""
     import jittor as jt
 
-    from dfd_kit import fused
-    from dfd_kit.embedding import LatentDecoder
+    from dfd_kit.fast import kernels
+    from dfd_kit.fast.shadows import FastLatentDecoder
 
     _needs_channels_last()
-    monkeypatch.setattr(LatentDecoder, "ROW_BYTES", 64 << 10)   # the last stages row by row too
+    monkeypatch.setattr(FastLatentDecoder, "ROW_BYTES", 64 << 10)   # the last stages row by row too
     n = DEMO.nets
     dec = _decoder(128, n.decoder_channels, n.latent_dim, seed=4)
     rng = np.random.default_rng(4)
@@ -380,7 +394,7 @@ def test_channels_last_shadow_sum_equals_the_nchw_path(monkeypatch):
     w = rng.uniform(0.01, 0.5, 7)
     with jt.no_grad():
         fast = dec.weighted_sum(z, w).numpy()
-        monkeypatch.setattr(fused, "channels_last", lambda: False)
+        monkeypatch.setattr(kernels, "channels_last", lambda: False)
         plain = dec.weighted_sum(z, w).numpy()
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5 * np.abs(plain).max())
 
@@ -391,6 +405,7 @@ def test_fused_paste_equals_the_masked_sum(config):
     the same pixels, the nose's trimmed rows included."""
     import jittor as jt
 
+    from dfd_kit import fast as fast_path
     from dfd_kit.config import COMPONENTS
     from dfd_kit.mapping import paste_feature_maps
 
@@ -398,9 +413,9 @@ def test_fused_paste_equals_the_masked_sum(config):
     rng = np.random.default_rng(0)
     maps = {c: jt.array(rng.standard_normal((1, 3, lay.crop_size(c), lay.crop_size(c))).astype(np.float32))
             for c in COMPONENTS}
-    plain = paste_feature_maps(maps, lay).numpy()   # gradients on: Jittor's ops
     with jt.no_grad():
-        fast = paste_feature_maps(maps, lay).numpy()
+        plain = paste_feature_maps(maps, lay).numpy()   # the reference: padded maps times masks
+        fast = fast_path.paste_feature_maps(maps, lay).numpy()
     np.testing.assert_array_equal(fast, plain)
     # and it is not the remainder alone: every part shows somewhere
     for c in lay.paste_order:

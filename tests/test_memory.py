@@ -11,7 +11,8 @@ import pytest
 import dfd_kit
 from dfd_kit import loading, pipeline
 from dfd_kit.config import COMPONENTS
-from dfd_kit.loading import checkpoint_file, compact_cache_dir, compact_checkpoint, read_checkpoint
+from dfd_kit.fast.compact import compact_checkpoint
+from dfd_kit.loading import checkpoint_file, compact_cache_dir, read_checkpoint
 
 ENCODER = checkpoint_file("encoder", "remainder")
 
@@ -48,7 +49,7 @@ def test_sketch_decoders_load_only_when_shadows_are_asked_for(params_copy, demo_
 
 def test_big_linear_layers_stay_mapped_and_compute_the_same(params_copy, demo_model, demo_sketch, monkeypatch):
     monkeypatch.setattr(loading, "MAPPED_LINEAR_MIN_BYTES", 0)   # the demo's layers are small
-    from dfd_kit.layers import MappedLinear
+    from dfd_kit.fast.mapped import MappedLinear
 
     model = dfd_kit.load(params_copy)
     assert isinstance(model.encoders["remainder"].to_latent, MappedLinear)
@@ -89,7 +90,7 @@ def test_mapped_linear_matches_numpy_and_reports_a_truncated_file(tmp_path, monk
     slices not on page boundaries), and a weight file cut short is an OSError that says so."""
     import jittor as jt
 
-    from dfd_kit.layers import MappedLinear
+    from dfd_kit.fast.mapped import MappedLinear
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((37, 1000)).astype(np.float32)

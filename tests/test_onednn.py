@@ -192,23 +192,23 @@ def test_jittors_onednn_operators_failing_to_compile_turn_onednn_off(machine):
 def test_the_fused_kernels_keep_to_the_plain_path_where_their_onednn_kernel_does_not_compile(monkeypatch):
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     monkeypatch.setattr(backend, "_warned", [])
-    monkeypatch.setattr(fused, "_ONEDNN_KERNELS", [])
+    monkeypatch.setattr(kernels, "_ONEDNN_KERNELS", [])
     with jt.no_grad():
-        if not fused.channels_last():   # this machine's own answer, found by compiling the kernel
+        if not kernels.channels_last():   # this machine's own answer, found by compiling the kernel
             pytest.skip("no oneDNN here: the channels-last kernels are off already")
-        monkeypatch.setattr(fused, "_ONEDNN_KERNELS", [])
+        monkeypatch.setattr(kernels, "_ONEDNN_KERNELS", [])
 
         def fails(x, w):
             raise RuntimeError("[f] Run cmd failed: \"/usr/bin/g++\" \"/cache/jit/code__dnnl.cc\" -c")
 
-        monkeypatch.setattr(fused, "conv_nhwc", fails)
+        monkeypatch.setattr(kernels, "conv_nhwc", fails)
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
-            assert fused.channels_last() is False
-            assert fused.channels_last() is False
+            assert kernels.channels_last() is False
+            assert kernels.channels_last() is False
     [message] = _onednn_warnings(record)
     assert "channels-last oneDNN kernels did not compile" in message and "code__dnnl.cc" in message
 

@@ -1,4 +1,4 @@
-"""bfloat16 convolutions (dfd_kit.precision, dfd_kit.fused "reduced precision").
+"""bfloat16 convolutions (dfd_kit.fast.precision, dfd_kit.fast.kernels "reduced precision").
 
 What is checked: the bf16 images stay within 35 dB PSNR of the float32 ones while latents
 and projections are the float32 ones; ``precision=`` picks what it says and refuses unknown
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import dfd_kit
-from dfd_kit import precision
+from dfd_kit.fast import precision
 from dfd_kit.config import COMPONENTS, DEMO, OFFICIAL
 from dfd_kit.errors import ConfigError
 
@@ -35,11 +35,11 @@ def psnr(a, b) -> float:
 
 
 def bf16_works() -> bool:
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fused.reduced_kernels_work()
+        return kernels.reduced_kernels_work()
 
 
 needs_bf16 = pytest.mark.skipif("not bf16_works()", reason="oneDNN has no bf16 convolutions on this CPU")
@@ -48,11 +48,11 @@ needs_bf16 = pytest.mark.skipif("not bf16_works()", reason="oneDNN has no bf16 c
 @pytest.fixture
 def fresh_probe(monkeypatch):
     """The bf16 kernel probe and its warning as if nothing had run yet in this process."""
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
-    monkeypatch.setattr(fused, "_REDUCED_KERNELS", [])
-    monkeypatch.setattr(fused, "_REDUCED_WARNED", [])
-    return fused
+    monkeypatch.setattr(kernels, "_REDUCED_KERNELS", [])
+    monkeypatch.setattr(kernels, "_REDUCED_WARNED", [])
+    return kernels
 
 
 # --------------------------------------------------------------------------- the argument
@@ -68,30 +68,30 @@ def test_an_unknown_precision_is_a_config_error(bad, demo_params):
 
 
 def test_fp32_converts_nothing(demo_params):
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     model = dfd_kit.load(demo_params, precision="fp32")
     assert model.precision == "fp32"
     for net in [model.generator, *model.feature_decoders.values()]:
-        assert not any(fused.reduced(c.weight) for _, c in fused.reducible_convs(net))
+        assert not any(kernels.reduced(c.weight) for _, c in kernels.reducible_convs(net))
 
 
 @needs_bf16
 def test_bf16_converts_the_image_path_and_the_shadows_only(demo_params):
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     model = dfd_kit.load(demo_params, precision="bf16")
     assert model.precision == "bf16"
-    gen = fused.reducible_convs(model.generator)
-    assert gen and all(fused.reduced(c.weight) and isinstance(c, fused.ReducedConv) for _, c in gen)
-    assert not fused.reduced(model.generator.to_rgb.weight), "the 3-channel output keeps its float32 kernel"
+    gen = kernels.reducible_convs(model.generator)
+    assert gen and all(kernels.reduced(c.weight) and isinstance(c, kernels.ReducedConv) for _, c in gen)
+    assert not kernels.reduced(model.generator.to_rgb.weight), "the 3-channel output keeps its float32 kernel"
     for c in COMPONENTS:
-        converted = {n for n, conv in fused.reducible_convs(model.feature_decoders[c]) if fused.reduced(conv.weight)}
+        converted = {n for n, conv in kernels.reducible_convs(model.feature_decoders[c]) if kernels.reduced(conv.weight)}
         assert converted == {n for n, _ in precision.layers_to_convert(model.feature_decoders[c], "feature_decoder")}
         assert "to_output" in converted and not any(n.startswith("res_in") for n in converted)
-        assert not any(fused.reduced(conv.weight) for _, conv in fused.reducible_convs(model.encoders[c]))
-        sketch = fused.reducible_convs(model.sketch_decoders[c])
-        assert sketch and all(fused.reduced(conv.weight) for _, conv in sketch), "the shadows' decoders convert whole"
+        assert not any(kernels.reduced(conv.weight) for _, conv in kernels.reducible_convs(model.encoders[c]))
+        sketch = kernels.reducible_convs(model.sketch_decoders[c])
+        assert sketch and all(kernels.reduced(conv.weight) for _, conv in sketch), "the shadows' decoders convert whole"
 
 
 def test_a_reduced_precision_model_is_not_saved(demo_params, tmp_path):
@@ -169,9 +169,9 @@ def test_bf16_shadows_are_within_one_grey_level_at_full_size(standin_model, stan
     reduced = dfd_kit.load(standin_params_dir, precision="bf16")
     got = reduced.generate(str(sketch_path(case)), shadows=True, keep_features=False, **kw)
     for c in COMPONENTS:
-        from dfd_kit import fused
+        from dfd_kit.fast import kernels
 
-        assert all(fused.reduced(conv.weight) for _, conv in fused.reducible_convs(reduced.sketch_decoders[c]))
+        assert all(kernels.reduced(conv.weight) for _, conv in kernels.reducible_convs(reduced.sketch_decoders[c]))
         diff = np.abs(got.shadows[c].astype(int) - want.shadows[c])
         assert diff.max() <= 1, f"{c}: {diff.max()} grey levels"
 
@@ -179,7 +179,7 @@ def test_bf16_shadows_are_within_one_grey_level_at_full_size(standin_model, stan
 # --------------------------------------------------------------------------- the converted weights
 
 def test_bf16_bits_round_to_nearest_even():
-    from dfd_kit.fused import bf16_bits
+    from dfd_kit.fast.kernels import bf16_bits
 
     x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -2.5, 0.0, 3.0e38], np.float32)
     assert bf16_bits(x).tolist() == [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0xC020, 0x0000, 0x7F62]
@@ -187,8 +187,9 @@ def test_bf16_bits_round_to_nearest_even():
 
 @needs_bf16
 def test_converted_weights_are_cached_once_beside_the_compact_copy(params_copy):
-    from dfd_kit.fused import bf16_bits
-    from dfd_kit.loading import GENERATOR_FILE, compact_cache_dir, compact_checkpoint
+    from dfd_kit.fast.kernels import bf16_bits
+    from dfd_kit.fast.compact import compact_checkpoint
+    from dfd_kit.loading import GENERATOR_FILE, compact_cache_dir
 
     dfd_kit.load(params_copy, precision="bf16")
     folders = list((compact_cache_dir(params_copy) / GENERATOR_FILE).glob("*/bf16-*"))
@@ -231,7 +232,7 @@ _SIMULATED = textwrap.dedent("""
     import json, sys, warnings
     warnings.simplefilter("always")
     import dfd_kit
-    from dfd_kit import precision
+    from dfd_kit.fast import precision
     from dfd_kit.config import OFFICIAL
     with warnings.catch_warnings(record=True) as auto:
         choice = precision.resolve("auto", OFFICIAL)
@@ -276,13 +277,13 @@ def test_a_cpu_without_bf16_gets_fp32_and_one_warning(demo_params, tmp_path):
 def test_a_failed_bf16_compile_falls_back_to_fp32_with_one_warning(fresh_probe, demo_params, demo_sketch, monkeypatch):
     """Simulated: the bf16 kernels fail to compile (Jittor raises RuntimeError, as for a
     oneDNN without them). Loading with bf16 warns once, however often, and computes float32."""
-    fused = fresh_probe
+    kernels = fresh_probe
 
     def broken():
         raise RuntimeError("[f 1206 executor.cc:686] Execute fused operator failed. [Reason]: could not create "
                            "a primitive descriptor iterator")
 
-    monkeypatch.setattr(fused, "_check_reduced_kernels", broken)
+    monkeypatch.setattr(kernels, "_check_reduced_kernels", broken)
     with pytest.warns(UserWarning) as caught:
         first = dfd_kit.load(demo_params, precision="bf16")
         second = dfd_kit.load(demo_params, precision="bf16")
@@ -290,7 +291,7 @@ def test_a_failed_bf16_compile_falls_back_to_fp32_with_one_warning(fresh_probe, 
     assert len(ours) == 1, [str(w.message) for w in caught]
     assert "could not create a primitive descriptor iterator" in str(ours[0].message)
     assert first.precision == second.precision == "fp32"
-    assert not any(fused.reduced(c.weight) for _, c in fused.reducible_convs(first.generator))
+    assert not any(kernels.reduced(c.weight) for _, c in kernels.reducible_convs(first.generator))
     want = dfd_kit.load(demo_params, precision="fp32").generate(demo_sketch, shadows=False)
     assert np.array_equal(first.generate(demo_sketch, shadows=False).image, want.image)
 
@@ -300,11 +301,11 @@ def test_a_converted_layer_outside_inference_computes_float32(demo_sketch):
     Jittor's own convolution: the same numbers as float32 with the rounded weights."""
     import jittor as jt
 
-    from dfd_kit import fused
+    from dfd_kit.fast import kernels
 
     conv = jt.nn.Conv2d(8, 16, 3, stride=2, padding=1)
     x = jt.array(np.random.default_rng(0).standard_normal((1, 8, 12, 12)).astype(np.float32))
-    fused.reduce_conv(conv)
+    kernels.reduce_conv(conv)
     rounded = jt.nn.Conv2d(8, 16, 3, stride=2, padding=1)
     rounded.weight, rounded.bias = conv.weight.float32(), conv.bias
     assert np.allclose(conv(x).numpy(), rounded(x).numpy(), atol=1e-5)

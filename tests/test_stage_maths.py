@@ -13,8 +13,9 @@ import pytest
 from dfd_kit.components import components_touched, crop_components
 from dfd_kit.config import COMPONENTS, DEMO, OFFICIAL_LAYOUT, PARTS
 from dfd_kit.errors import ConfigError
-from dfd_kit.manifold import (blend, locally_linear_weights, nearest_neighbours, nth_element, project_to_manifold,
+from dfd_kit.manifold import (blend, locally_linear_weights, nearest_neighbours, project_to_manifold,
                               shadow_weights)
+from dfd_kit.official_order import nth_element
 
 pytestmark = pytest.mark.fast
 SEEDS = range(25)

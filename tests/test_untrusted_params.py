@@ -16,8 +16,9 @@ import pytest
 import dfd_kit
 from dfd_kit import ParamsError, loading
 from dfd_kit.config import COMPONENTS
-from dfd_kit.loading import (BANK_MAGIC, bank_file, checkpoint_file, compact_cache_dir, compact_checkpoint,
-                             read_bank, read_checkpoint, write_bank)
+from dfd_kit.fast.compact import compact_checkpoint
+from dfd_kit.loading import (BANK_MAGIC, bank_file, checkpoint_file, compact_cache_dir, read_bank, read_checkpoint,
+                             write_bank)
 from dfd_kit.pipeline import load_model, save_model
 
 ENCODER = checkpoint_file("encoder", "nose")

@@ -131,7 +131,12 @@ def build_synthesis(config: ModelConfig):
 
 
 def build_discriminator(cfg: Stage2Config) -> MultiscaleDiscriminator:
-    return MultiscaleDiscriminator(3 + (1 if cfg.d_condition == "sketch" else 0), cfg.ndf, cfg.d_layers, cfg.d_scales)
+    """A fresh discriminator, its norms the fast path's where that works here (their
+    statistics by sgemm, on every core), as :func:`build_synthesis` builds the generator."""
+    from .. import fast
+
+    d = MultiscaleDiscriminator(3 + (1 if cfg.d_condition == "sketch" else 0), cfg.ndf, cfg.d_layers, cfg.d_scales)
+    return fast.accelerate(d) if fast.available() else d
 
 
 def synthesize(fdec, gen, latents: Dict[str, jt.Var], layout: Layout) -> jt.Var:

@@ -5,7 +5,7 @@
 * ``"fp32"``: everything in float32, as the official code computes (the parity tests' path);
 * ``"bf16"``: the convolutions of the generator, of the feature decoders' last stages and of
   the sketch decoders (the shadows) take bfloat16 weights and round their input maps to
-  bfloat16, accumulating and writing float32 (:mod:`dfd_kit.fused`); norms, activations and
+  bfloat16, accumulating and writing float32 (:mod:`dfd_kit.fast.kernels`); norms, activations and
   residual sums stay float32. The encoders and the manifold projection are untouched, so
   latents, neighbours and weights are the float32 ones; a shadow differs from the float32
   one by at most one grey level. Where oneDNN cannot run these kernels: one warning, and
@@ -15,7 +15,7 @@
   model is big enough to gain from it (:func:`pays_off`); else ``"fp32"``.
 
 The converted weights are written once beside the compact cache
-(:func:`dfd_kit.loading.converted_checkpoint`). bf16 keeps 8 bits of mantissa, so the images
+(:func:`dfd_kit.fast.compact.converted_checkpoint`). bf16 keeps 8 bits of mantissa, so the images
 differ a little from the float32 ones; bench/README.md has the PSNRs and the speed.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: The values ``precision`` takes.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -63,7 +63,7 @@ def native_bf16() -> bool:
     :data:`BF16_CPU_FLAGS`, and the loaded oneDNN's effective instruction set (capped by
     ``$ONEDNN_MAX_CPU_ISA``) includes AVX512-BF16. (A CPU with AVX-512 but without those
     would have oneDNN emulate bf16, slower than float32.)"""
-    from . import onednn
+    from .. import onednn
 
     if not set(BF16_CPU_FLAGS) & cpu_flags():
         return False
@@ -80,7 +80,7 @@ def pays_off(config) -> bool:
 
 def resolve(precision: str, config=None) -> str:
     """"fp32" or "bf16": what a model of ``config`` loaded with ``precision`` runs in here.
-    A bf16 choice is kept only if :func:`dfd_kit.fused.reduced_kernels_work` (one warning
+    A bf16 choice is kept only if :func:`dfd_kit.kernels.reduced_kernels_work` (one warning
     where not)."""
     precision = check_precision(precision)
     if precision == "auto":
@@ -88,9 +88,9 @@ def resolve(precision: str, config=None) -> str:
     if precision == "bf16":
         import jittor as jt
 
-        from . import fused
+        from . import kernels
 
-        if jt.flags.use_cuda or not fused.reduced_kernels_work():
+        if jt.flags.use_cuda or not kernels.reduced_kernels_work():
             return "fp32"
     return precision
 
@@ -102,18 +102,18 @@ CONVERTED_KINDS = ("generator", "feature_decoder", "sketch_decoder")
 def layers_to_convert(net, kind: str):
     """[(name, layer)] of the convolutions of ``net`` (a network of ``kind``, one of
     :data:`CONVERTED_KINDS`) that bf16 computes: every one wide enough for the bf16 kernels
-    (:func:`dfd_kit.fused.reducible_convs`) of the generator and of a sketch decoder, a
+    (:func:`dfd_kit.kernels.reducible_convs`) of the generator and of a sketch decoder, a
     feature decoder's in its last :data:`DECODER_STAGES` stages and its output conv.
 
     Why the decoders differ: a feature decoder's rounding is carried through the whole
     generator, and rounded in its early stages it cost the image most of its PSNR; a sketch
     decoder only draws a shadow, faint uint8 guidance, which every convolution in bf16 moves
     by at most one grey level (bench/README.md)."""
-    from . import fused
+    from . import kernels
 
     if kind not in CONVERTED_KINDS:
         raise ValueError(f"kind must be one of {CONVERTED_KINDS}, not {kind!r}")
-    convs = fused.reducible_convs(net)
+    convs = kernels.reducible_convs(net)
     if kind == "feature_decoder":
         first = len(net.stages) - DECODER_STAGES
         convs = [(name, conv) for name, conv in convs
@@ -129,19 +129,19 @@ def convert_network(net, kind: str, root: Optional[Path] = None, rel: str = "", 
     layers were converted."""
     import numpy as np
 
-    from . import fused
-    from .loading import converted_checkpoint
+    from . import kernels
+    from .compact import converted_checkpoint
 
     convs = layers_to_convert(net, kind)
     bits = {}
     if root is not None and convs:
         official = {kit: off for off, kit in table}
         keys = {f"{official[name]}.weight": name for name, _ in convs}
-        cached = converted_checkpoint(root, rel, "bf16", keys, fused.bf16_bits)
+        cached = converted_checkpoint(root, rel, "bf16", keys, kernels.bf16_bits)
         # read from the file, not through the mapping (mapped pages count as this process's)
         bits = {keys[k]: np.load(a.filename) if isinstance(a, np.memmap) else a for k, a in cached.items()}
     for name, conv in convs:
-        fused.reduce_conv(conv, bits.get(name))
+        kernels.reduce_conv(conv, bits.get(name))
         bits.pop(name, None)
     if convs:   # computed now: else each raw copy would wait in memory for the first generation
         import jittor as jt

@@ -13,7 +13,7 @@ computes in blocks of 8 channels. And a channels-last path for the residual bloc
 upsampling before them (:func:`channels_last` and below): oneDNN convolutions called
 directly on NHWC maps, with the layout changes folded into the norm passes.
 
-They serve inference only: they have no gradient. :func:`enabled` is true inside
+They serve inference only: they have no gradient. :func:`inference_on_cpu` is true inside
 ``jt.no_grad()`` on the CPU; during training, and on CUDA, every function here composes
 Jittor's own differentiable ops instead (:func:`narrow_conv` returns None and its caller
 runs Jittor's convolution), so callers have one code path.
@@ -27,13 +27,13 @@ import numpy as np
 from jittor import nn
 
 
-def enabled() -> bool:
+def inference_on_cpu() -> bool:
     """True where the fused kernels apply: no gradients wanted, running on the CPU."""
     return bool(jt.flags.no_grad) and not jt.flags.use_cuda
 
 
 def _applies(x: jt.Var) -> bool:
-    return enabled() and x.dtype == "float32"   # the kernels are written for float32
+    return inference_on_cpu() and x.dtype == "float32"   # the kernels are written for float32
 
 
 def spatial_mean(x: jt.Var) -> jt.Var:
@@ -290,7 +290,7 @@ def paste(remainder: jt.Var, parts, owner: jt.Var, corners: jt.Var) -> jt.Var:
 def channels_last() -> bool:
     """True where the channels-last convolutions apply: the fused kernels do, and Jittor has
     oneDNN (:mod:`dfd_kit.backend` links a oneDNN 2) which these kernels compile against."""
-    return enabled() and _onednn_kernels_compile()
+    return inference_on_cpu() and _onednn_kernels_compile()
 
 
 _ONEDNN_KERNELS: list = []   # [bool] once known
@@ -308,7 +308,7 @@ def _onednn_kernels_compile() -> bool:
             try:
                 conv_nhwc(jt.ones((1, 3, 3, 8)), jt.ones((8, 8, 3, 3))).sync()
             except Exception as e:   # Jittor reports a failed compile as RuntimeError
-                from .backend import error_summary, warn_once
+                from ..backend import error_summary, warn_once
 
                 ok = False
                 warn_once(f"dfd_kit: its channels-last oneDNN kernels did not compile ({error_summary(e)}); "
@@ -320,7 +320,7 @@ def _onednn_kernels_compile() -> bool:
 def _onednn_headers():
     """Compile options that put the oneDNN Jittor uses before any other on the include path
     (a system oneDNN 3 in /usr/include would not compile here)."""
-    from .backend import info
+    from ..backend import info
 
     include = info.get("onednn_include")
     return jt.flag_scope(compile_options={f'FLAGS: -I"{include}" ': 1} if include else {})
@@ -687,7 +687,7 @@ def normalize_nhwc(y: jt.Var, mean: jt.Var, scale: jt.Var, bias: jt.Var, relu: b
 # On CPUs with native bfloat16 arithmetic (AVX512-BF16, AMX) oneDNN computes a convolution
 # with bf16 source and weights and a float32 destination several times faster than in
 # float32 (bench/README.md). Only the convolutions change: their weights are converted once
-# (dfd_kit.precision), a map is rounded to bf16 as oneDNN reads it, and everything between
+# (dfd_kit.fast.precision), a map is rounded to bf16 as oneDNN reads it, and everything between
 # the convolutions -- the norms' statistics, the residual sums, the activations -- stays in
 # float32, where the rounding would otherwise accumulate over the generator's blocks.
 # A network opts in through its weights: a convolution whose weight is a bfloat16 Var runs
@@ -860,7 +860,7 @@ def reduced_kernels_work() -> bool:
         if not ok and not _REDUCED_WARNED:
             import warnings
 
-            from .backend import OneDNNWarning
+            from ..backend import OneDNNWarning
 
             _REDUCED_WARNED.append(why)
             warnings.warn(f"dfd_kit: bfloat16 convolutions are not available here ({why}); the model runs "
@@ -875,7 +875,7 @@ def _reduced_error(e: Exception) -> str:
     iterator"), else the first line of a compile error."""
     import re
 
-    from .backend import error_summary
+    from ..backend import error_summary
 
     reason = re.search(r"\[Reason\]: ([^\n\x1b]+)", str(e))
     return f"oneDNN: {reason.group(1).strip()}" if reason else error_summary(e)
@@ -928,7 +928,7 @@ def _reference_conv(x, w, transposed: bool, s: int, p: int, out_pad: int):
     return out
 
 
-__all__ = ["enabled", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv",
+__all__ = ["inference_on_cpu", "spatial_mean", "reflect_pad", "moments", "normalize", "accumulate", "narrow_conv",
            "channels_last", "to_nhwc", "conv_nhwc", "moments_nhwc", "normalize_nhwc",
            "reflect_pad_nhwc", "upsample_nhwc", "normalize_blocked",
            "moments_blocked", "paste", "REDUCED_DTYPE", "reduced", "bf16_bits", "from_bf16_bits",
