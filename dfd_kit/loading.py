@@ -780,36 +780,14 @@ def load_into(module, state: Dict[str, np.ndarray], table, source: str) -> None:
     if defaulted:
         warnings.warn(f"{source}: {len(defaulted)} InstanceNorm affine parameters are absent; using "
                       "weight 1, bias 0 (as in a PyTorch pix2pixHD generator)", stacklevel=3)
-    from .fast.mapped import MappedLinear
+    from .fast.mapped import map_big_linears
 
-    for prefix in _mapped_linears(module, kit):
-        try:
-            layer = MappedLinear(kit[f"{prefix}.weight"], _read(kit[f"{prefix}.bias"]))
-        except FileNotFoundError:   # a newer export replaced its compact copy: read it from the mapping
-            continue
-        setattr(_owner(module, prefix), prefix.rpartition(".")[2], layer)
+    # weights that arrived memory-mapped (the fast path's compact cache) may stay in their file
+    for prefix in map_big_linears(module, kit):
         del own[f"{prefix}.weight"], own[f"{prefix}.bias"]
     for key, var in own.items():
         if key in kit:
             var.assign(jt.array(_read(kit[key])))
-
-
-#: Linear layers at least this big stay in their memory-mapped file (the official encoders'
-#: and decoders' fully-connected layers, 16 to 268 MB each; every convolution stays resident).
-MAPPED_LINEAR_MIN_BYTES = 8 << 20
-
-
-def _mapped_linears(module, kit) -> List[str]:
-    """Prefixes of the nn.Linear layers whose weight arrived memory-mapped and is big."""
-    from jittor import nn
-
-    out = []
-    for key, a in kit.items():
-        prefix, _, param = key.rpartition(".")
-        if (param == "weight" and isinstance(a, np.memmap) and a.nbytes >= MAPPED_LINEAR_MIN_BYTES
-                and isinstance(_owner(module, key), nn.Linear)):
-            out.append(prefix)
-    return out
 
 
 def _read(a: np.ndarray) -> np.ndarray:

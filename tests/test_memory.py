@@ -11,6 +11,7 @@ import pytest
 import dfd_kit
 from dfd_kit import loading, pipeline
 from dfd_kit.config import COMPONENTS
+from dfd_kit.fast import mapped
 from dfd_kit.fast.compact import compact_checkpoint
 from dfd_kit.loading import checkpoint_file, compact_cache_dir, read_checkpoint
 
@@ -48,7 +49,7 @@ def test_sketch_decoders_load_only_when_shadows_are_asked_for(params_copy, demo_
 
 
 def test_big_linear_layers_stay_mapped_and_compute_the_same(params_copy, demo_model, demo_sketch, monkeypatch):
-    monkeypatch.setattr(loading, "MAPPED_LINEAR_MIN_BYTES", 0)   # the demo's layers are small
+    monkeypatch.setattr(mapped, "MAPPED_LINEAR_MIN_BYTES", 0)   # the demo's layers are small
     from dfd_kit.fast.mapped import MappedLinear
 
     model = dfd_kit.load(params_copy)
@@ -62,7 +63,7 @@ def test_big_linear_layers_stay_mapped_and_compute_the_same(params_copy, demo_mo
 
 
 def test_a_mapped_model_saves_every_key(params_copy, tmp_path, monkeypatch):
-    monkeypatch.setattr(loading, "MAPPED_LINEAR_MIN_BYTES", 0)
+    monkeypatch.setattr(mapped, "MAPPED_LINEAR_MIN_BYTES", 0)
     model = dfd_kit.load(params_copy)
     again = pipeline.save_model(model, tmp_path / "again", dtype=np.float32)
     for key, a in read_checkpoint(params_copy / ENCODER).items():

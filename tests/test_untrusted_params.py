@@ -16,6 +16,7 @@ import pytest
 import dfd_kit
 from dfd_kit import ParamsError, loading
 from dfd_kit.config import COMPONENTS
+from dfd_kit.fast import mapped
 from dfd_kit.fast.compact import compact_checkpoint
 from dfd_kit.loading import (BANK_MAGIC, bank_file, checkpoint_file, compact_cache_dir, read_bank, read_checkpoint,
                              write_bank)
@@ -225,7 +226,7 @@ def test_a_reexport_leaves_a_loaded_model_as_it_was(params_copy, demo_sketch, mo
     banks all keep the export that was loaded, while a new export replaces the folder."""
     from conftest import make_demo_model
 
-    monkeypatch.setattr(loading, "MAPPED_LINEAR_MIN_BYTES", 0)   # map even the demo's small layers
+    monkeypatch.setattr(mapped, "MAPPED_LINEAR_MIN_BYTES", 0)   # map even the demo's small layers
     model = load_model(params_copy)
     bank_before = np.array(model.banks["male"]["nose"])
     before = {p: loading.file_sha256(p) for p in params_copy.glob("*/*.pkl")}

@@ -61,3 +61,30 @@ class MappedLinear(nn.Module):
                 np.matmul(xs, w.reshape(n, self.in_features).T, out=y[:, start:start + n])
                 del w   # the mapping closes only once no array uses it
         return jt.array(y + self.bias_array)
+
+
+#: Linear layers at least this big stay in their memory-mapped file (the official encoders'
+#: and decoders' fully-connected layers, 16 to 268 MB each; every convolution stays resident).
+MAPPED_LINEAR_MIN_BYTES = 8 << 20
+
+
+def map_big_linears(module: nn.Module, state) -> list:
+    """Replace each ``nn.Linear`` of ``module`` whose weight in ``state`` (a checkpoint's
+    {kit key: array}) is memory-mapped and at least :data:`MAPPED_LINEAR_MIN_BYTES` by a
+    :class:`MappedLinear` on that file. Returns the prefixes replaced; their parameters need
+    no loading."""
+    from ..loading import _owner, _read
+
+    done = []
+    for key, a in state.items():
+        prefix, _, param = key.rpartition(".")
+        if not (param == "weight" and isinstance(a, np.memmap) and a.nbytes >= MAPPED_LINEAR_MIN_BYTES
+                and isinstance(_owner(module, key), nn.Linear)):
+            continue
+        try:
+            layer = MappedLinear(a, _read(state[f"{prefix}.bias"]))
+        except FileNotFoundError:   # a newer export replaced its compact copy: read it from the mapping
+            continue
+        setattr(_owner(module, prefix), prefix.rpartition(".")[2], layer)
+        done.append(prefix)
+    return done
