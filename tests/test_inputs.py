@@ -259,7 +259,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(demo_model, tmp_path):
-    from dfd_kit.components import MAX_PIXELS
+    from dfd_kit.sketch_input import MAX_PIXELS
 
     path = tmp_path / "huge.png"
     path.write_bytes(png_claiming(8000, MAX_PIXELS // 8000 + 1))
