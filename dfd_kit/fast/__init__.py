@@ -10,8 +10,9 @@ same at inference on the CPU, about twice as fast at full size (bench/README.md)
   blocked maps; bfloat16 convolutions;
 * :mod:`~dfd_kit.fast.layers`: subclasses of the reference blocks that run them;
 * :mod:`~dfd_kit.fast.shadows`: the shadows' shared affine tail;
-* :mod:`~dfd_kit.fast.mapped`: the official model's huge linear layers left in their
-  memory-mapped file;
+* :mod:`~dfd_kit.fast.compact`: each checkpoint converted once into memory-mapped ``.npy``
+  files (loads in milliseconds);
+* :mod:`~dfd_kit.fast.mapped`: the official model's huge linear layers left in those files;
 * :mod:`~dfd_kit.fast.precision`: bfloat16 convolutions on CPUs that compute them natively.
 
 ``dfd_kit.load(..., fast=True)``, the default, runs it; ``fast=False`` runs the reference
