@@ -21,12 +21,12 @@ from .errors import ConfigError
 from .loading import (GENERATOR_FILE, SEXES, bank_file, check_params_dir, checkpoint_file,
                       decoder_key_table, read_checkpoint, encoder_key_table, generator_key_table,
                       bank_dtype, load_into, params_lock, params_sha256, read_bank, read_config)
-from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_weights
 from . import fast as fast_path
 from .fast import paste_feature_maps as fast_paste
 from .fast.compact import compact_checkpoint
-from .mapping import feature_decoder, paste_feature_maps
 from .fast.precision import check_precision, convert_network, resolve as resolve_precision
+from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_weights
+from .mapping import feature_decoder, paste_feature_maps
 from .synthesis import Generator, to_uint8_image
 
 DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
@@ -441,10 +441,10 @@ def read_state(root: Path, rel: str, max_bytes: int, fast: bool = True):
 def load_model(params_dir, shadows: bool = True, precision: str = "auto", fast: bool = True) -> DeepFaceDrawing:
     """Load a Params/ folder (official layout; a ``config.json`` describes non-official sizes).
 
-    Weights come from the compact cache (written on first load), one network at a time;
-    the big linear layers stay memory-mapped, and the sketch decoders load when shadows
-    are first asked for (from the compact copies mapped now, so they match the rest even
-    if the folder is exported again meanwhile). The folder is read under a shared lock
+    On the fast path (the default) weights come from the compact cache (written on first
+    load), one network at a time; the big linear layers stay memory-mapped, and the sketch
+    decoders load when shadows are first asked for (from the compact copies mapped now, so
+    they match the rest even if the folder is exported again meanwhile). The folder is read under a shared lock
     (:func:`~dfd_kit.loading.params_lock`): a ``save_model`` into it waits, and waits for.
     ``precision``: "auto", "fp32" or "bf16" for the feature decoders, the generator and the
     sketch decoders (:mod:`dfd_kit.fast.precision`; the model's ``precision`` says which it got).
