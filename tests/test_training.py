@@ -545,6 +545,34 @@ def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, d
     assert "build a larger set" in capsys.readouterr().err
 
 
+def test_banks_from_several_data_sets_encodes_all_their_sketches_in_order(trained_stage1, data_dir, data, tmp_path):
+    """``banks --data A B`` (e.g. the photo model's training faces and more made by
+    ``photo-data --first``): every sample of A then of B, int8, the model's K kept."""
+    from dfd_kit.pipeline import load_model
+    from dfd_kit.training.__main__ import main
+
+    _, _, banks, stage2 = tr()
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=1), data=data)
+    params = stage2.export_model(out, tmp_path / "Params")
+    more = write_tiny_dataset(tmp_path / "more", n=N_SAMPLES, seed=7)
+    assert main(["banks", "--params", str(params), "--data", str(data_dir), str(more), "--no-progress"]) == 0
+
+    model = load_model(params)
+    cfg = json.loads((params / "config.json").read_text())
+    assert cfg["bank_dtype"] == "int8" and model.config.k == TINY.k
+    samples = load_samples(data_dir) + load_samples(more)
+    sketches = np.stack([model.normalise(s.sketch_path) for s in samples])
+    sexes = np.array([s.sex for s in samples])
+    z = banks.encode_all(model.encoders, sketches, TINY.layout)
+    for c in COMPONENTS:
+        for sex in ("male", "female"):
+            expected = z[c][sexes == sex]
+            assert len(model.banks[sex][c]) == len(expected)
+            half_step = (expected.max(0) - expected.min(0)) / 255 / 2
+            assert np.all(np.abs(model.banks[sex][c] - expected) <= half_step * 1.001 + 1e-6)
+
+
 def test_training_writes_loss_curves_and_sample_grids(trained_stage1, data_dir, data, tmp_path):
     stage2 = tr()[3]
     out = stage1_copy(trained_stage1, tmp_path / "run")

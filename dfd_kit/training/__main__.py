@@ -22,8 +22,8 @@ from pathlib import Path
 from ..errors import DFDError, TrainingInterrupted
 from .recipes import (DEMO_BANK_DATA, DEMO_BANK_FACES, DEMO_BANK_PART_FACES, DEMO_DATA, DEMO_FACES, DEMO_K,
                       DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_DATA, PHOTO_FACES,
-                      PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2, densify_demo_banks,
-                      measure_quality, train, train_demo, train_photo)
+                      PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2, densify_banks_from_data,
+                      densify_demo_banks, measure_quality, train, train_demo, train_photo)
 
 
 def _config(name: str):
@@ -91,13 +91,20 @@ def _run(argv=None) -> int:
     e.add_argument("--out", required=True, help="run folder")
     e.add_argument("--params", required=True, help="Params folder to write")
     e.add_argument("--float32", action="store_true", help="store float32 (default float16)")
-    b = sub.add_parser("banks", help="re-encode a model's feature banks from more facesjs sketches (a denser "
-                                     "sample of the manifold), int8, and set its default K")
+    b = sub.add_parser("banks", help="re-encode a model's feature banks from more sketches (a denser sample of "
+                                     "the manifold: facesjs, or with --data any data sets built already), int8, "
+                                     "and set its default K")
     b.add_argument("--params", default="Params/demo", help="model folder to update")
     b.add_argument("--sketches", default=DEMO_BANK_DATA, help="facesjs set (built here from --seed if missing)")
-    b.add_argument("--faces", type=int, default=DEMO_BANK_FACES, help="faces for the remainder's bank")
-    b.add_argument("--part-faces", type=int, default=DEMO_BANK_PART_FACES, help="faces for each part's bank")
-    b.add_argument("--k", type=int, default=DEMO_K, help="the model's new default number of neighbours")
+    b.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                   help="instead of --sketches: data sets that exist already (e.g. data/photo_faces and more "
+                        "faces from photo-data --first 2000), their samples in this order; nothing is built")
+    b.add_argument("--faces", type=int, default=None,
+                   help=f"faces for the remainder's bank (default: {DEMO_BANK_FACES}; with --data all)")
+    b.add_argument("--part-faces", type=int, default=None,
+                   help=f"faces for each part's bank (default: {DEMO_BANK_PART_FACES}; with --data all)")
+    b.add_argument("--k", type=int, default=None,
+                   help=f"the model's new default number of neighbours (default: {DEMO_K}; with --data kept)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("quality", help="measure a trained model on held-out faces; figures, quality.json and the "
@@ -146,8 +153,13 @@ def _run(argv=None) -> int:
         measure_quality(a.params, a.data, a.heldout, a.n_faces, a.figures, not a.no_progress)
         return 0
     if a.cmd == "banks":
-        print(json.dumps(densify_demo_banks(a.params, a.sketches, a.faces, a.part_faces, a.k, a.seed,
-                                            not a.no_progress), indent=2))
+        if a.data:
+            summary = densify_banks_from_data(a.params, a.data, a.faces, a.part_faces, a.k, not a.no_progress)
+        else:
+            summary = densify_demo_banks(a.params, a.sketches, a.faces or DEMO_BANK_FACES,
+                                         a.part_faces or DEMO_BANK_PART_FACES, a.k or DEMO_K, a.seed,
+                                         not a.no_progress)
+        print(json.dumps(summary, indent=2))
         return 0
     if a.cmd == "export":
         import numpy as np

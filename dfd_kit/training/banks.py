@@ -13,6 +13,7 @@ faces than it was trained on; see its model card for what that does to projectio
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -114,7 +115,9 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
                   bank_dtype: str = "int8", chunk: int = 1000, progress: bool = True) -> Dict[str, Dict[str, int]]:
     """Replace a Params folder's feature banks by the latents of more sketches.
 
-    ``sketch_dir``: a data set folder (samples.csv and sketch/; photos are not read).
+    ``sketch_dir``: a data set folder (samples.csv and sketch/; photos are not read), or
+    several, whose samples are taken in the order given (e.g. the photo model's training
+    faces, then more faces of the same kind from ``photo-data --first``).
     ``faces``: {component: N}, each component's bank from the first N samples (the
     remainder varies most -- head, hair, ears, clothes -- so it gains most from a larger
     N). ``k``: the model's new default K, written into config.json with ``bank_dtype``
@@ -138,11 +141,13 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
         raise DFDError(f"bank_dtype must be one of {sorted(BANK_DTYPES)}, not {bank_dtype!r}")
     params_dir = Path(params_dir)
     model = load_model(params_dir, shadows=False)
-    samples = load_samples(sketch_dir)
+    dirs = [sketch_dir] if isinstance(sketch_dir, (str, os.PathLike)) else list(sketch_dir)
+    samples = [s for d in dirs for s in load_samples(d)]
     n = max(faces.values())
     if len(samples) < n:
-        raise DFDError(f"{sketch_dir} has {len(samples)} sketches, fewer than the {n} asked for: "
-                       "build a larger set (python -m dfd_kit.data.facesjs --n N)")
+        raise DFDError(f"{', '.join(map(str, dirs))} hold {len(samples)} sketches, fewer than the {n} asked for: "
+                       "build a larger set (python -m dfd_kit.data.facesjs --n N, or "
+                       "python -m dfd_kit.training photo-data)")
     if k is not None and not 2 <= k <= min(faces.values()) // 2:
         raise DFDError(f"k={k} does not fit banks of {min(faces.values())} faces (both sexes)")
     latents = {c: [] for c in COMPONENTS}

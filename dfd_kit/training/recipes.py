@@ -21,6 +21,7 @@ Jittor is imported only when a recipe runs, so the command line's ``--help`` is 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -270,6 +271,26 @@ def densify_demo_banks(params_dir, bank_dir, remainder: int, parts: int, k: int,
     ensure_facesjs_data(bank_dir, n, seed, DEMO.layout, progress)
     rows = densify_banks(params_dir, bank_dir, bank_faces(remainder, parts), k=k, progress=progress)
     return {"data": str(bank_dir), "seed": seed, "remainder_faces": remainder, "part_faces": parts, "k": k,
+            "rows": rows, "minutes": round((time.time() - t) / 60, 2), "machine": machine_description()}
+
+
+def densify_banks_from_data(params_dir, data_dirs, remainder: Optional[int] = None, parts: Optional[int] = None,
+                            k: Optional[int] = None, progress: bool = True) -> dict:
+    """The ``banks --data`` subcommand: re-encode a model's banks (int8) from data sets that
+    exist already -- any kind, e.g. the photo model's training faces plus more StyleGAN faces
+    made by ``photo-data --first`` -- their samples in the order given. ``remainder`` /
+    ``parts``: faces for the remainder's and each part's bank (default: all of them); ``k``:
+    the model's new default K (default: kept). Nothing is built. Returns what
+    ``densify_demo_banks`` returns."""
+    from ..data import load_samples
+    from .banks import densify_banks
+
+    t = time.time()
+    dirs = [Path(d) for d in ([data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else data_dirs)]
+    total = sum(len(load_samples(d)) for d in dirs)
+    remainder, parts = remainder or total, parts or total
+    rows = densify_banks(params_dir, dirs, bank_faces(remainder, parts), k=k, progress=progress)
+    return {"data": [str(d) for d in dirs], "remainder_faces": remainder, "part_faces": parts, "k": k,
             "rows": rows, "minutes": round((time.time() - t) / 60, 2), "machine": machine_description()}
 
 
