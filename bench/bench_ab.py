@@ -12,9 +12,7 @@ generations without shadows and of 3 with them, on the parity fixture's ``sketch
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,12 +38,10 @@ print("RESULT", json.dumps([median_time(False, 5), median_time(True, 3), dfd_kit
 
 
 def child(tree: Path, params: Path, precision: str):
-    out = subprocess.run([sys.executable, "-c", CHILD, str(tree), str(params), precision],
-                         capture_output=True, text=True, cwd="/")
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"the child for {tree} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    """(median s without shadows, with shadows, the dfd_kit file imported) in a fresh process."""
+    from bench_precision import run   # the benchmarks' child runner: RESULT line, errors shown
+
+    return run(["-c", CHILD, str(tree), str(params), precision], None)
 
 
 def main(argv=None) -> int:
@@ -57,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
     from dfd_kit.standin import full_size_params
 
     params = full_size_params(a.params)

@@ -472,8 +472,8 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto", fast: 
             sizes = {c: (root / checkpoint_file("sketch_decoder", c)).stat().st_size for c in COMPONENTS}
             # mapped, not read: no memory until a shadow is asked for (on the reference path
             # the pickle is read then)
-            states = {c: compact_checkpoint(root, checkpoint_file("sketch_decoder", c),
-                                            checkpoint_budget(build_network("sketch_decoder", config, c, False)))
+            states = {c: read_state(root, checkpoint_file("sketch_decoder", c),
+                                    checkpoint_budget(build_network("sketch_decoder", config, c, False)))
                       for c in COMPONENTS} if fast else {}
 
             def load_decoder(c):
