@@ -67,24 +67,28 @@ class HardExample:
     """A sketch drawn the way people draw, for showing what manifold projection does.
 
     ``photo``: the face the sketch was made from (uint8 (S, S, 3)), or None for a sketch
-    drawn by hand, which has no true face."""
+    drawn by hand, which has no true face; ``clean``: the sketch before it was roughened
+    (uint8 (S, S)), where there is one: its latents are where a perfect projection would land."""
     name: str
     sketch: np.ndarray
     sex: str
     photo: Optional[np.ndarray] = None
+    clean: Optional[np.ndarray] = None
 
 
 def hard_examples(layout: Layout) -> List[HardExample]:
     """The notebooks' hard sketches, at ``layout.size``: six held-out faces of the photo
     model roughened as people draw (parts missing, doubled, stretched, scribbled over;
-    ``examples/hard/make.py``), each with its true photo, then the hand-drawn sketch drawn
-    in a hurry (an eye left out, a scribbled mouth; ``examples/hand_drawn``)."""
+    ``examples/hard/make.py``), each with its true photo and its sketch before roughening,
+    then the hand-drawn sketch drawn in a hurry (an eye left out, a scribbled mouth;
+    ``examples/hand_drawn``)."""
     out = []
     for path in sorted(HARD_DIR.glob("rough*_*male.png")):
         photo = Image.open(path.with_name(path.stem + "_photo.jpg")).convert("RGB")
         photo = photo.resize((layout.size, layout.size), Image.LANCZOS)
+        clean = path.with_name(path.name.replace("rough", "clean", 1))
         out.append(HardExample(path.stem, normalise_sketch(path, layout), path.stem.split("_")[-1],
-                               np.asarray(photo)))
+                               np.asarray(photo), normalise_sketch(clean, layout) if clean.exists() else None))
     for path in sorted(HAND_DRAWN_DIR.glob("*rough*.png")):
         out.append(HardExample(path.stem, normalise_sketch(path, layout), path.stem.split("_")[-1]))
     if not out:

@@ -182,7 +182,9 @@ def plot_results(results: Mapping[str, object], panels: Sequence[str] = ("sketch
 class ProjectionEffect(NamedTuple):
     """One sketch through the model at w = 0 and w = 1 (every component): the two faces,
     how far apart they are (mean |difference|, grey levels 0-255) and, when the sketch has
-    a true photo, each face's mean absolute error to it."""
+    a true photo, each face's mean absolute error to it; when it also has its sketch before
+    roughening, ``mae_clean``: the error of the face from that clean sketch's own latents
+    (w = 0), which is what a perfect projection of the rough latents would reach."""
     name: str
     sketch: np.ndarray
     face_w0: np.ndarray
@@ -191,6 +193,7 @@ class ProjectionEffect(NamedTuple):
     photo: Optional[np.ndarray] = None
     mae_w0: Optional[float] = None
     mae_w1: Optional[float] = None
+    mae_clean: Optional[float] = None
 
 
 def projection_effect(model, examples, k: Optional[int] = None,
@@ -200,18 +203,25 @@ def projection_effect(model, examples, k: Optional[int] = None,
     ``projected``: the part weights of the "w = 1" face (default: every component at 1)."""
     out = []
     ones = dict(projected) if projected is not None else {c: 1.0 for c in COMPONENTS}
+    zeros = {c: 0.0 for c in COMPONENTS}
     for ex in examples:
         faces = [model.generate(ex.sketch, ws, sex=ex.sex, k=k, shadows=False, keep_features=False).image
-                 for ws in ({c: 0.0 for c in COMPONENTS}, ones)]
-        photo = getattr(ex, "photo", None)
+                 for ws in (zeros, ones)]
+        photo, clean = getattr(ex, "photo", None), getattr(ex, "clean", None)
         maes = (None, None) if photo is None else tuple(mean_absolute_error(f, photo) for f in faces)
-        out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], mean_absolute_error(faces[0], faces[1]), photo, *maes))
+        perfect = None
+        if photo is not None and clean is not None:
+            perfect = mean_absolute_error(
+                model.generate(clean, zeros, sex=ex.sex, shadows=False, keep_features=False).image, photo)
+        out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], mean_absolute_error(faces[0], faces[1]),
+                                    photo, *maes, perfect))
     return out
 
 
 def projection_effect_summary(effects: Sequence[ProjectionEffect]) -> str:
-    """One sentence of the measured effect: how far apart the w = 0 and w = 1 faces are, and
-    for how many sketches with a true photo projection brings the face closer to it."""
+    """One sentence of the measured effect: how far apart the w = 0 and w = 1 faces are, for
+    how many sketches with a true photo projection brings the face closer to it, and, where
+    the clean sketches are known, how close a perfect projection would bring them."""
     truth = [e for e in effects if e.photo is not None]
     closer = sum(e.mae_w1 < e.mae_w0 for e in truth)
     text = (f"over {len(effects)} sketches the faces at w = 0 and w = 1 differ by "
@@ -220,6 +230,12 @@ def projection_effect_summary(effects: Sequence[ProjectionEffect]) -> str:
         m0, m1 = np.mean([e.mae_w0 for e in truth]), np.mean([e.mae_w1 for e in truth])
         text += (f"; projection brings the face closer to the true photo for {closer} of {len(truth)} "
                  f"(mean error {m0:.1f} -> {m1:.1f}: {100 * (m1 - m0) / m0:+.1f}%)")
+    known = [e for e in truth if e.mae_clean is not None]
+    if known:
+        m0, mc = np.mean([e.mae_w0 for e in known]), np.mean([e.mae_clean for e in known])
+        text += (f"; a perfect projection (the clean sketch's own latents) would take the error of "
+                 f"{'these' if len(known) == len(truth) else f'the {len(known)} with a clean sketch'} "
+                 f"from {m0:.1f} to {mc:.1f} ({100 * (mc - m0) / m0:+.1f}%)")
     return text + "."
 
 

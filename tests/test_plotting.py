@@ -551,6 +551,12 @@ def test_hard_examples_are_rough_held_out_sketches_with_their_photos_and_one_dra
         assert e.sketch.shape == (LAYOUT.size, LAYOUT.size) and e.sex in P.SEXES
         assert 0.005 < (e.sketch < 128).mean() < 0.3          # a line drawing on white paper
     assert all(e.photo.shape == (LAYOUT.size, LAYOUT.size, 3) and e.photo.std() > 20 for e in with_photo)
+    # each roughened sketch comes with the sketch it was roughened from: the same face, other strokes
+    for e in with_photo:
+        assert e.clean.shape == e.sketch.shape
+        ink, rough_ink = e.clean < 128, e.sketch < 128
+        assert 0 < (ink != rough_ink).mean() < 0.2 and (ink & rough_ink).sum() > 0.2 * ink.sum()
+    assert [e.clean for e in exs if e.photo is None] == [None]
 
 
 class WeightShade:
@@ -591,6 +597,26 @@ def test_projection_effect_summary_counts_the_faces_brought_closer(sketch):
     text = P.projection_effect_summary(P.projection_effect(WeightShade(), ex))
     assert "over 2 sketches" in text and "differ by 50.0 grey levels" in text
     assert "closer to the true photo for 1 of 1" in text and "40.0 -> 10.0: -75.0%" in text
+
+
+def test_projection_effect_measures_where_a_perfect_projection_would_land(sketch):
+    clean = np.full_like(sketch, 255)
+
+    class CleanKnown(WeightShade):   # the clean sketch's face is the photo's grey, 120
+        def generate(self, s, part_weights, **kw):
+            if np.array_equal(s, clean):
+                return types.SimpleNamespace(image=np.full(s.shape + (3,), 120, np.uint8))
+            return super().generate(s, part_weights, **kw)
+
+    photo = np.full(sketch.shape + (3,), 120, np.uint8)
+    ex = [types.SimpleNamespace(name="a", sketch=sketch, sex="male", photo=photo, clean=clean),
+          types.SimpleNamespace(name="b", sketch=sketch, sex="male", photo=photo, clean=None)]
+    eff = P.projection_effect(CleanKnown(), ex)
+    assert (eff[0].mae_w0, eff[0].mae_w1, eff[0].mae_clean) == (20.0, 30.0, 0.0) and eff[1].mae_clean is None
+    text = P.projection_effect_summary(eff)
+    assert "20.0 -> 30.0: +50.0%" in text
+    assert "would take the error of the 1 with a clean sketch from 20.0 to 0.0 (-100.0%)" in text
+    assert "would take the error of these" in P.projection_effect_summary(eff[:1])
 
 
 def test_weight_sweep_effect_splits_the_change_at_the_components_box():

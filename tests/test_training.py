@@ -655,7 +655,9 @@ def test_stage1_sample_grid_shows_each_crop_and_its_reconstruction(trained_stage
 
 class _OracleModel:
     """Answers each sketch with its true photo when every part weight is 1, and a
-    brightened photo otherwise: the measurements must then come out exactly known."""
+    brightened photo otherwise: the measurements must then come out exactly known. A clean
+    sketch's neighbours are bank rows 0-3 in every component, any other sketch's 0, 1, 8, 9:
+    half of them shared."""
 
     def __init__(self, data_dir, layout):
         from dfd_kit.data import load_pair, load_samples
@@ -671,7 +673,9 @@ class _OracleModel:
         photo = self.pairs[i][1]
         if part_weights is not None and min(part_weights.values()) < 1.0:
             photo = np.minimum(photo.astype(int) + 10, 255).astype(np.uint8)
-        return SimpleNamespace(image=photo)
+        rows = [0, 1, 2, 3] if np.array_equal(self.pairs[i][0], sketch) else [0, 1, 8, 9]
+        return SimpleNamespace(image=photo, projections={c: SimpleNamespace(neighbours=np.array(rows))
+                                                          for c in COMPONENTS})
 
 
 def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
@@ -690,6 +694,11 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     # parts projected, remainder as drawn: a weight below 1, so the oracle brightens, like w = 0
     assert r.mae_rough_parts_projected == pytest.approx(r.mae_rough_unprojected) and r.rough_parts_win_rate == 0.0
     assert "parts projected and remainder as drawn: wins / error removed | 0.0% / 0.0%" in r.markdown()
+    # a perfect projection: the clean sketch at w = 0 is brightened like the rough one, nothing removed
+    assert r.mae_clean_unprojected == pytest.approx(r.mae_rough_unprojected) and 0 < r.mae_clean_unprojected <= 10
+    assert r.perfect_projection_reduction == pytest.approx(0.0, abs=1e-12)
+    assert r.shared_neighbours_parts == 0.5 and r.shared_neighbours_remainder == 0.5
+    assert "the rough sketch finds too: parts / remainder | 50% / 50% |" in r.markdown()
     for name in ("heldout", "projection"):
         assert Image.open(r.figures[name]).size[0] > 200
     assert len(json.loads(write_report(r, tmp_path / "q.json").read_text())["per_face"]["generated"]) == 6
@@ -698,6 +707,20 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert update_model_card(card, r)
     text = card.read_text()
     assert "old" not in text and "| ratio | 0.000 | <= 0.5 | yes |" in text and text.endswith("after\n")
+
+
+def test_shared_neighbours_counts_the_bank_rows_two_projections_have_in_common():
+    from dfd_kit.manifold import project_to_manifold
+    from dfd_kit.training.quality import shared_neighbours
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(200, 8)).astype(np.float32)
+    z = bank[7] + 0.01
+    same = {"mouth": project_to_manifold(z, bank, 10, 1.0)}
+    assert shared_neighbours(same, {"mouth": project_to_manifold(z + 1e-4, bank, 10, 1.0)}) == {"mouth": 1.0}
+    far = {"mouth": project_to_manifold(-z, bank, 10, 1.0)}
+    expected = len(set(same["mouth"].neighbours) & set(far["mouth"].neighbours)) / 10
+    assert shared_neighbours(same, far) == {"mouth": expected} and expected < 0.5
 
 
 def test_train_command_on_a_missing_data_set_says_so_in_one_line(tmp_path, capsys):

@@ -7,9 +7,15 @@ Three measurements on held-out faces (never trained on), each against the true p
    answering the training set's mean face. A model that learnt anything from the
    sketch must beat it clearly (the demo's target: at most half).
 2. **Manifold projection**: the sketch is degraded to look hand-drawn
-   (:func:`~dfd_kit.data.sketch.augment_sketch`); the face generated with projection
+   (:func:`~dfd_kit.data.sketch.augment_sketch`) and roughened as people draw
+   (:func:`~dfd_kit.data.sketch.roughen_sketch`); the face generated with projection
    (every part weight 1.0) should be closer to the truth than the one without (0.0),
-   which is the paper's claim that projection repairs imperfect drawings.
+   which is the paper's claim that projection repairs imperfect drawings. Two more
+   numbers say how much there was to repair and why projection repairs what it does: the
+   face from the *clean* sketch's own latents at w = 0 is what a perfect projection of
+   the rough latents would give, and the share of the clean sketch's K
+   neighbours that the rough sketch finds too says whether projection searches near the
+   right faces at all.
 3. Figures: sketch / generated / photo for a few faces, and degraded sketch /
    without / with projection / photo.
 
@@ -85,6 +91,12 @@ class QualityReport:
     # rough sketches with the four parts projected and the remainder as drawn (PARTS_ONLY)
     rough_parts_win_rate: float = float("nan")
     mae_rough_parts_projected: float = float("nan")
+    # the clean sketch's own latents at w = 0, where a perfect projection of the rough sketch's
+    # latents would land
+    mae_clean_unprojected: float = float("nan")
+    # of the clean sketch's K neighbours, the share the rough sketch's K neighbours include
+    shared_neighbours_parts: float = float("nan")       # mean over the four parts
+    shared_neighbours_remainder: float = float("nan")
     model: str = ""
     ratio_target: float = 0.5
     figures: Dict[str, str] = field(default_factory=dict)
@@ -98,6 +110,14 @@ class QualityReport:
     def rough_error_reduction(self) -> float:
         """How much lower the error is with projection on rough sketches (0.1 = 10%)."""
         return 1.0 - self.mae_rough_projected / self.mae_rough_unprojected
+
+    @property
+    def perfect_projection_reduction(self) -> float:
+        """What a perfect projection would remove on rough sketches, one that brought each rough
+        latent back to its clean sketch's: the error of the clean sketch's face at w = 0 against
+        the rough sketch's at w = 0. (Not a bound: a projection's faces can also come out nearer
+        the average face than the clean sketch's, which lowers a mean absolute error too.)"""
+        return 1.0 - self.mae_clean_unprojected / self.mae_rough_unprojected
 
     @property
     def rough_parts_error_reduction(self) -> float:
@@ -127,6 +147,11 @@ class QualityReport:
             *([f"| rough sketches, parts projected and remainder as drawn: wins / error removed | "
                f"{100 * self.rough_parts_win_rate:.1f}% / {100 * self.rough_parts_error_reduction:.1f}% | | |"]
               if np.isfinite(self.mae_rough_parts_projected) else []),
+            *([f"| rough sketches, a perfect projection (the clean sketch's latents, w=0): MAE / error removed | "
+               f"{self.mae_clean_unprojected:.2f} / {100 * self.perfect_projection_reduction:.1f}% | | |",
+               f"| clean sketch's K neighbours that the rough sketch finds too: parts / remainder | "
+               f"{100 * self.shared_neighbours_parts:.0f}% / {100 * self.shared_neighbours_remainder:.0f}% | | |"]
+              if np.isfinite(self.mae_clean_unprojected) else []),
             f"| stroke distance on rough sketches, w=1 / w=0 (px) | {self.stroke_distance_projected:.2f} / "
             f"{self.stroke_distance_unprojected:.2f} | | |",
             f"| spectral distance to photos (dB; 0 = photo-like) | {self.spectral_distance:.2f} | | |",
@@ -149,6 +174,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     """
     from tqdm.auto import tqdm
 
+    from ..config import PARTS
     from ..data.sketch import augment_sketch, roughen_sketch
     from ..pipeline import load_model
     from .figures import save_image_grid
@@ -161,13 +187,16 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     rng = np.random.default_rng(degrade_seed)
     per = {k: [] for k in ("generated", "mean_face", "degraded_projected", "degraded_unprojected",
                            "rough_projected", "rough_unprojected", "rough_parts_projected", "strokes_projected",
-                           "strokes_unprojected")}
+                           "strokes_unprojected", "clean_unprojected", "shared_parts", "shared_remainder")}
     rough_rng = np.random.default_rng(degrade_seed + 1)
     clean_rows, degraded_rows, generated, photos = [], [], [], []
     for s in tqdm(samples, desc="held-out faces", unit="face", disable=not progress):
         sketch, photo = load_pair(s, model.layout)
-        gen = model.generate(sketch, sex=s.sex, shadows=False, keep_features=False).image
+        clean = model.generate(sketch, sex=s.sex, shadows=False, keep_features=False)
+        gen = clean.image
         per["generated"].append(mean_absolute_error(gen, photo))
+        per["clean_unprojected"].append(mean_absolute_error(
+            model.generate(sketch, ALL_OFF, sex=s.sex, shadows=False, keep_features=False).image, photo))
         per["mean_face"].append(mean_absolute_error(base, photo))
         mild = augment_sketch(sketch, rng, degrade_strength)
         on = model.generate(mild, ALL_ON, sex=s.sex, shadows=False, keep_features=False).image
@@ -175,8 +204,12 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
         per["degraded_projected"].append(mean_absolute_error(on, photo))
         per["degraded_unprojected"].append(mean_absolute_error(off, photo))
         rough = roughen_sketch(sketch, rough_rng, model.layout, degrade_strength)
-        on = model.generate(rough, ALL_ON, sex=s.sex, shadows=False, keep_features=False).image
+        rough_res = model.generate(rough, ALL_ON, sex=s.sex, shadows=False, keep_features=False)
+        on = rough_res.image
         off = model.generate(rough, ALL_OFF, sex=s.sex, shadows=False, keep_features=False).image
+        shared = shared_neighbours(clean.projections, rough_res.projections)
+        per["shared_parts"].append(float(np.mean([shared[c] for c in PARTS])))
+        per["shared_remainder"].append(shared["remainder"])
         parts = model.generate(rough, PARTS_ONLY, sex=s.sex, shadows=False, keep_features=False).image
         per["rough_projected"].append(mean_absolute_error(on, photo))
         per["rough_unprojected"].append(mean_absolute_error(off, photo))
@@ -197,7 +230,8 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
                            degrade_strength, degrade_seed, float(rough_wins.mean()), m["rough_projected"],
                            m["rough_unprojected"], m["strokes_projected"], m["strokes_unprojected"],
                            spectral_distance(generated, photos), float(parts_wins.mean()),
-                           m["rough_parts_projected"], str(params_dir or ""),
+                           m["rough_parts_projected"], m["clean_unprojected"], m["shared_parts"],
+                           m["shared_remainder"], str(params_dir or ""),
                            per_face={k: [round(x, 3) for x in v] for k, v in per.items()})
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
@@ -212,6 +246,14 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     return report
 
 
+def shared_neighbours(a, b) -> Dict[str, float]:
+    """{component: share of ``a``'s neighbours that ``b``'s include}, for two generations'
+    projections (:class:`~dfd_kit.manifold.Projection` per component, same K): 1.0 when the
+    rough sketch's projection searches among the same bank faces as the clean sketch's."""
+    return {c: len(set(a[c].neighbours.tolist()) & set(b[c].neighbours.tolist())) / len(a[c].neighbours)
+            for c in a}
+
+
 def comparison_markdown(reports: Dict[str, "QualityReport"]) -> str:
     """One table, a column per model, of the measures that compare models on the same faces."""
     names = list(reports)
@@ -221,6 +263,10 @@ def comparison_markdown(reports: Dict[str, "QualityReport"]) -> str:
             ("rough sketches: error removed by projection", lambda r: f"{100 * r.rough_error_reduction:.1f}%"),
             ("the same, parts only (remainder as drawn): wins / error removed",
              lambda r: f"{100 * r.rough_parts_win_rate:.1f}% / {100 * r.rough_parts_error_reduction:.1f}%"),
+            ("error a perfect projection would remove (the clean sketch's latents)",
+             lambda r: f"{100 * r.perfect_projection_reduction:.1f}%"),
+            ("clean sketch's neighbours the rough sketch finds: parts / remainder",
+             lambda r: f"{100 * r.shared_neighbours_parts:.0f}% / {100 * r.shared_neighbours_remainder:.0f}%"),
             ("stroke distance, w=1 / w=0 (px)",
              lambda r: f"{r.stroke_distance_projected:.2f} / {r.stroke_distance_unprojected:.2f}"),
             ("spectral distance to photos (dB)", lambda r: f"{r.spectral_distance:.2f}")]

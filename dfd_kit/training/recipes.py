@@ -598,7 +598,12 @@ an eye left out, a scribbled mouth). Stroke distance (px, w = 0 / w = 1): {hand_
   remainder: whole-face outlines and hair vary far more than eyes or mouths, so ten neighbours
   from a thousand lie far from any one face, and projecting the remainder moves the hair outline.
   The table's parts-only row (the four parts projected, the remainder as drawn) shows the
-  difference. Denser banks help little: re-encoded from 6000 faces instead of 2000 (`banks
+  difference. There was error to remove: the perfect-projection row gives the error of the face
+  from the clean sketch's own latents, where a perfect projection of the rough latents would
+  land. Projection misses it because it searches around the rough latent: the shared-neighbours
+  row says how few of the clean sketch's ten neighbours the rough sketch's search finds in the
+  parts, so their blend is another face's part. Denser banks help little: re-encoded from 6000
+  faces instead of 2000 (`banks
   --data data/photo_faces DIR`, DIR 4000 more faces from `photo-data --first 2000`), on the same
   200 held-out faces at K = 10 projection won on 49.5% of rough sketches (42.0% measured again
   with these banks) and removed +0.4% of the error (-1.9%), so these banks were kept. The
