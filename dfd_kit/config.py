@@ -53,6 +53,17 @@ class Layout:
     def crop_size(self, component: str) -> int:
         return self.box(component).size
 
+    @property
+    def mirror_symmetric(self) -> bool:
+        """True when a sketch flipped left to right puts each part into a box of the
+        same kind: the eye boxes are each other's mirror images and the nose and mouth
+        boxes are centred. A flipped face is then another plausible face in the same
+        layout (what :func:`~dfd_kit.training.banks.densify_banks` uses with ``mirror``)."""
+        flip = lambda b: Box(self.size - b.x - b.size, b.y, b.size)   # noqa: E731
+        b = self.boxes
+        return (flip(b["left_eye"]) == b["right_eye"] and flip(b["nose"]) == b["nose"]
+                and flip(b["mouth"]) == b["mouth"])
+
 
 OFFICIAL_LAYOUT = Layout(
     size=512,

@@ -351,10 +351,14 @@ def pca_fit(x: np.ndarray, n: int = 2) -> PCA:
 
 def plot_bank_pca(banks: Mapping[str, Mapping[str, np.ndarray]], components: Sequence[str] = COMPONENTS,
                   marks: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None,
-                  neighbours: Optional[Mapping[str, np.ndarray]] = None, neighbour_sex: str = "male") -> Figure:
-    """The feature banks in 2-D: per component, every bank latent projected on the first
+                  neighbours: Optional[Mapping[str, np.ndarray]] = None, neighbour_sex: str = "male",
+                  max_points: int = 1000) -> Figure:
+    """The feature banks in 2-D: per component, the bank latents projected on the first
     two principal axes of both banks together, coloured by sex.
 
+    The axes come from every row; at most ``max_points`` rows of each sex are drawn (a
+    seeded random sample), the two sexes in mixed order: thousands of points painted sex
+    after sex would hide the first bank under the second.
     marks: {label: {component: latent (D,)}} extra points (your sketch, its projection),
     drawn with the same PCA. neighbours: {component: bank rows} of the ``neighbour_sex``
     bank to ring (the K nearest neighbours).
@@ -362,9 +366,18 @@ def plot_bank_pca(banks: Mapping[str, Mapping[str, np.ndarray]], components: Seq
     fig, axes = _grid(1, len(components), 3.2, extra_h=0.3)
     for ax, comp in zip(axes[0], components):
         pca = pca_fit(np.concatenate([banks[s][comp] for s in SEXES]))
+        rng = np.random.default_rng(0)
+        xy, colours = [], []
         for sex in SEXES:
-            xy = pca.transform(banks[sex][comp])
-            ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=.6, c=SEX_COLOURS[sex], label=f"{sex} bank", lw=0)
+            bank = banks[sex][comp]
+            rows = np.sort(rng.choice(len(bank), max_points, replace=False)) if len(bank) > max_points else slice(None)
+            xy.append(pca.transform(bank[rows]))
+            colours += [SEX_COLOURS[sex]] * len(xy[-1])
+            shown = "" if len(xy[-1]) == len(bank) else f" ({len(xy[-1])} of {len(bank)})"
+            ax.scatter([], [], s=10, c=SEX_COLOURS[sex], label=f"{sex} bank{shown}", lw=0)   # the legend's entry
+        order = rng.permutation(len(colours))
+        xy = np.concatenate(xy)[order]
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=.6, c=np.asarray(colours)[order], lw=0)
         if neighbours is not None and comp in neighbours:
             xy = pca.transform(banks[neighbour_sex][comp][np.asarray(neighbours[comp])])
             ax.scatter(xy[:, 0], xy[:, 1], s=60, facecolors="none", edgecolors="k", lw=1,

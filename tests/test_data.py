@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from dfd_kit.config import DEMO_LAYOUT, OFFICIAL_LAYOUT, PARTS
+from dfd_kit.config import DEMO_LAYOUT, OFFICIAL_LAYOUT, PARTS, PHOTO_LAYOUT, Box, Layout
 from dfd_kit.data import Sample, load_pair, load_samples
 from dfd_kit.errors import DataError, DataNotFoundError, DFDError
 from dfd_kit.data import facesjs as fj
@@ -163,6 +163,18 @@ def test_alignment_also_fits_the_official_512_layout(tmp_path, face_records):
     for name, mask in _component_masks(rec, face.transform, OFFICIAL_LAYOUT).items():
         b = OFFICIAL_LAYOUT.box(name)
         assert mask[b.y:b.y + b.size, b.x:b.x + b.size].sum() / mask.sum() > 0.85
+
+
+def test_only_a_layout_whose_boxes_mirror_each_other_is_mirror_symmetric():
+    # the photo layout's eyes mirror each other about x = 128 and its nose and mouth are centred
+    assert PHOTO_LAYOUT.mirror_symmetric
+    # the official boxes (and the demo's, halved from them) are not placed symmetrically about the middle
+    assert not OFFICIAL_LAYOUT.mirror_symmetric and not DEMO_LAYOUT.mirror_symmetric
+    boxes = {"left_eye": Box(10, 20, 32), "right_eye": Box(58, 20, 32), "nose": Box(34, 30, 32),
+             "mouth": Box(34, 60, 32)}
+    assert Layout(100, boxes, 20).mirror_symmetric
+    for part, moved in (("right_eye", Box(58, 21, 32)), ("nose", Box(35, 30, 32)), ("mouth", Box(33, 60, 32))):
+        assert not Layout(100, {**boxes, part: moved}, 20).mirror_symmetric, part
 
 
 def test_fit_similarity_recovers_a_known_scale_and_shift():

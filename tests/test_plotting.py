@@ -256,6 +256,23 @@ def test_plot_bank_pca_has_a_labelled_scatter_per_component(fake, result):
     assert {"male bank", "female bank", "your sketch", "nearest 4"} <= set(labels)
 
 
+def test_plot_bank_pca_draws_a_sample_of_large_banks_with_the_sexes_mixed():
+    rng = np.random.default_rng(3)
+    banks = {"male": {c: rng.standard_normal((50, 4)) for c in COMPONENTS},
+             "female": {c: rng.standard_normal((30, 4)) + 5 for c in COMPONENTS}}
+    fig = P.plot_bank_pca(banks, components=["nose"], max_points=20)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["male bank (20 of 50)", "female bank (20 of 30)"]
+    dots = max(fig.axes[0].collections, key=lambda c: len(c.get_offsets()))
+    assert len(dots.get_offsets()) == 40
+    # mixed order: the female points are not all drawn last
+    female = dots.get_facecolors()[:, 0] > 0.5          # tab:orange is red-heavy, tab:blue is not
+    assert female.sum() == 20 and not female[-20:].all() and female[:20].any()
+    # small banks are drawn whole, under the plain labels
+    assert P.plot_bank_pca(banks, components=["nose"]).axes[0].get_legend_handles_labels()[1] == [
+        "male bank", "female bank"]
+
+
 def test_interpolate_latents_runs_from_a_to_b():
     a, b = np.zeros(3), np.ones(3)
     z = P.interpolate_latents(a, b, 5)

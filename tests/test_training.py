@@ -533,6 +533,26 @@ def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, d
     res = model.generate(data.sketches[1], sex="female", shadows=True)
     assert res.image.shape == (64, 64, 3) and len(res.projections["remainder"].neighbours) == 4
 
+    # mirror: the same faces flipped left to right, after the unflipped ones
+    rows = banks.densify_banks(params, more, faces, mirror=True, progress=False)
+    model = load_model(params)
+    flipped = banks.encode_all(model.encoders, np.ascontiguousarray(sketches[:, :, ::-1]), TINY.layout)
+    for c in COMPONENTS:
+        n = faces[c]
+        for sex in ("male", "female"):
+            expected = np.concatenate([z[c][:n][sexes[:n] == sex], flipped[c][:n][sexes[:n] == sex]])
+            assert rows[sex][c] == len(expected) == len(model.banks[sex][c]) == 2 * (sexes[:n] == sex).sum()
+            half_step = (expected.max(0) - expected.min(0)) / 255 / 2
+            assert np.all(np.abs(model.banks[sex][c] - expected) <= half_step * 1.001 + 1e-6)
+    # a flipped eye is the other eye only when the boxes mirror each other
+    symmetric = (params / "config.json").read_text()
+    cfg = json.loads(symmetric)
+    cfg["layout"]["boxes"]["left_eye"]["x"] = 1
+    (params / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DFDError, match="without mirror"):
+        banks.densify_banks(params, more, faces, mirror=True, progress=False)
+    (params / "config.json").write_text(symmetric)
+
     with pytest.raises(DFDError, match="remainder"):
         banks.densify_banks(params, more, {c: 8 for c in COMPONENTS if c != "remainder"}, progress=False)
     with pytest.raises(DFDError, match="build a larger set"):
@@ -571,6 +591,11 @@ def test_banks_from_several_data_sets_encodes_all_their_sketches_in_order(traine
             assert len(model.banks[sex][c]) == len(expected)
             half_step = (expected.max(0) - expected.min(0)) / 255 / 2
             assert np.all(np.abs(model.banks[sex][c] - expected) <= half_step * 1.001 + 1e-6)
+    # --mirror: every sketch flipped too, twice the rows
+    assert main(["banks", "--params", str(params), "--data", str(data_dir), str(more), "--mirror",
+                 "--no-progress"]) == 0
+    model = load_model(params)
+    assert all(len(model.banks[sex][c]) == 2 * (sexes == sex).sum() for sex in ("male", "female") for c in COMPONENTS)
 
 
 def test_training_writes_loss_curves_and_sample_grids(trained_stage1, data_dir, data, tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ..errors import DFDError, TrainingInterrupted
 from .recipes import (DEMO_BANK_DATA, DEMO_BANK_FACES, DEMO_BANK_PART_FACES, DEMO_DATA, DEMO_FACES, DEMO_K,
-                      DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_DATA, PHOTO_FACES,
-                      PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2, densify_banks_from_data,
-                      densify_demo_banks, measure_quality, train, train_demo, train_photo)
+                      DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_BANK_DATA, PHOTO_BANK_EXTRA,
+                      PHOTO_DATA, PHOTO_FACES, PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2,
+                      densify_banks_from_data, densify_demo_banks, measure_quality, train, train_demo, train_photo)
 
 
 def _config(name: str):
@@ -105,6 +105,9 @@ def _run(argv=None) -> int:
                    help=f"faces for each part's bank (default: {DEMO_BANK_PART_FACES}; with --data all)")
     b.add_argument("--k", type=int, default=None,
                    help=f"the model's new default number of neighbours (default: {DEMO_K}; with --data kept)")
+    b.add_argument("--mirror", action="store_true",
+                   help="with --data: each sketch also flipped left to right (twice the rows; needs a layout "
+                        "whose boxes mirror each other, as the photo model's)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("quality", help="measure a trained model on held-out faces; figures, quality.json and the "
@@ -127,6 +130,10 @@ def _run(argv=None) -> int:
     p.add_argument("--steps-stage1", type=int, default=PHOTO_STEPS_STAGE1)
     p.add_argument("--steps-stage2", type=int, default=PHOTO_STEPS_STAGE2)
     p.add_argument("--k", type=int, default=PHOTO_K, help="the model's default number of neighbours")
+    p.add_argument("--bank-data", default=PHOTO_BANK_DATA,
+                   help="folder of the faces made for the banks only (built or finished here)")
+    p.add_argument("--bank-extra", type=int, default=PHOTO_BANK_EXTRA,
+                   help="faces made for the banks on top of the training faces (0: the training sketches only)")
     p.add_argument("--batch-size", type=int, default=4, help="per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads")
@@ -154,7 +161,8 @@ def _run(argv=None) -> int:
         return 0
     if a.cmd == "banks":
         if a.data:
-            summary = densify_banks_from_data(a.params, a.data, a.faces, a.part_faces, a.k, not a.no_progress)
+            summary = densify_banks_from_data(a.params, a.data, a.faces, a.part_faces, a.k, a.mirror,
+                                              not a.no_progress)
         else:
             summary = densify_demo_banks(a.params, a.sketches, a.faces or DEMO_BANK_FACES,
                                          a.part_faces or DEMO_BANK_PART_FACES, a.k or DEMO_K, a.seed,
@@ -170,7 +178,8 @@ def _run(argv=None) -> int:
         return 0
     if a.cmd == "photo":
         summary = train_photo(a.data, a.out, a.params, a.heldout, a.n_faces, a.steps_stage1, a.steps_stage2, a.k,
-                              a.batch_size, a.seed, a.threads, not a.no_progress, not a.no_quality)
+                              a.batch_size, a.seed, a.threads, not a.no_progress, not a.no_quality, a.bank_data,
+                              a.bank_extra)
     elif a.cmd == "train":
         summary = train(a.data, a.out, _config(a.config), a.minutes_stage1, a.minutes_stage2, a.steps_stage1,
                         a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress)

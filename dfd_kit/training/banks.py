@@ -112,7 +112,8 @@ def build_banks(out_dir, data_dir=None, data: Optional[TrainingData] = None, con
 
 
 def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int] = None,
-                  bank_dtype: str = "int8", chunk: int = 1000, progress: bool = True) -> Dict[str, Dict[str, int]]:
+                  bank_dtype: str = "int8", chunk: int = 1000, mirror: bool = False,
+                  progress: bool = True) -> Dict[str, Dict[str, int]]:
     """Replace a Params folder's feature banks by the latents of more sketches.
 
     ``sketch_dir``: a data set folder (samples.csv and sketch/; photos are not read), or
@@ -122,7 +123,10 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
     remainder varies most -- head, hair, ears, clothes -- so it gains most from a larger
     N). ``k``: the model's new default K, written into config.json with ``bank_dtype``
     (int8: a quarter of float32's size, :func:`~dfd_kit.loading.write_bank`). The
-    folder's encoders do the encoding, so any model's folder works. Returns the rows
+    folder's encoders do the encoding, so any model's folder works. ``mirror``: each
+    sketch also flipped left to right, its latents after all the unflipped ones (twice
+    the rows from the same sketches: a face's mirror image is another plausible face of the same
+    sex; needs a :attr:`~dfd_kit.config.Layout.mirror_symmetric` layout). Returns the rows
     written, {sex: {component: rows}}.
     """
     import json
@@ -150,21 +154,28 @@ def densify_banks(params_dir, sketch_dir, faces: Dict[str, int], k: Optional[int
                        "python -m dfd_kit.training photo-data)")
     if k is not None and not 2 <= k <= min(faces.values()) // 2:
         raise DFDError(f"k={k} does not fit banks of {min(faces.values())} faces (both sexes)")
-    latents = {c: [] for c in COMPONENTS}
+    if mirror and not model.layout.mirror_symmetric:
+        raise DFDError(f"mirror=True needs a layout whose eye boxes mirror each other and whose nose and mouth boxes "
+                       f"are centred; {params_dir}'s are not ({model.layout.boxes}): build the banks without mirror")
+    flips = (False, True) if mirror else (False,)
+    latents = {(c, f): [] for c in COMPONENTS for f in flips}
     for start in tqdm(range(0, n, chunk), desc="encoding bank sketches", unit=f"x{chunk}", disable=not progress):
         sketches = np.stack([model.normalise(s.sketch_path) for s in samples[start:start + chunk]])
-        z = encode_all(model.encoders, sketches, model.layout)
-        for c in COMPONENTS:
-            latents[c].append(z[c])
+        for f in flips:
+            z = encode_all(model.encoders, np.ascontiguousarray(sketches[:, :, ::-1]) if f else sketches,
+                           model.layout)
+            for c in COMPONENTS:
+                latents[c, f].append(z[c])
     sexes = np.array([s.sex for s in samples[:n]])
     rows = {s: {} for s in SEXES}
     # Each bank file is replaced atomically and says its own type in its header, so an
     # interruption leaves old and new banks that both read right; a load waits meanwhile.
     with params_lock(params_dir, exclusive=True):
         for c in COMPONENTS:
-            z = np.concatenate(latents[c])[:faces[c]]
+            z = np.concatenate([np.concatenate(latents[c, f])[:faces[c]] for f in flips])
+            sex = np.concatenate([sexes[:faces[c]]] * len(flips))
             for s in SEXES:
-                bank = z[sexes[:faces[c]] == s]
+                bank = z[sex == s]
                 write_bank(params_dir / bank_file(c, s), bank, bank_dtype)
                 rows[s][c] = len(bank)
         cfg_path = params_dir / "config.json"
