@@ -563,6 +563,8 @@ def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, d
     assert main(["banks", "--params", str(params), "--sketches", str(more), "--faces", str(10 * N_SAMPLES),
                  "--no-progress"]) == 2
     assert "build a larger set" in capsys.readouterr().err
+    assert main(["banks", "--params", str(params), "--sketches", str(more), "--mirror", "--no-progress"]) == 2
+    assert "--mirror works with --data" in capsys.readouterr().err
 
 
 def test_banks_from_several_data_sets_encodes_all_their_sketches_in_order(trained_stage1, data_dir, data, tmp_path):

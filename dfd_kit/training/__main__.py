@@ -164,6 +164,9 @@ def _run(argv=None) -> int:
             summary = densify_banks_from_data(a.params, a.data, a.faces, a.part_faces, a.k, a.mirror,
                                               not a.no_progress)
         else:
+            if a.mirror:
+                raise DFDError("--mirror works with --data: the facesjs layout's boxes are not mirror images "
+                               "of each other")
             summary = densify_demo_banks(a.params, a.sketches, a.faces or DEMO_BANK_FACES,
                                          a.part_faces or DEMO_BANK_PART_FACES, a.k or DEMO_K, a.seed,
                                          not a.no_progress)
