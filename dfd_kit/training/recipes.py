@@ -240,10 +240,15 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
     from .quality import HELDOUT_FACES
 
     data_dir, heldout_dir, bank_dir = Path(data_dir), Path(heldout_dir), Path(bank_dir)
-    data_first((data_dir, heldout_dir) + ((bank_dir,) if bank_extra else ()), "python -m dfd_kit.training photo-data",
-               lambda: (ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress),
-                        ensure_stylegan_data(data_dir, n_faces, 0, progress),
-                        bank_extra and ensure_stylegan_data(bank_dir, bank_extra, n_faces, progress)))
+    bank_dirs = [bank_dir] if bank_extra else []
+
+    def build():
+        ensure_stylegan_data(heldout_dir, HELDOUT_FACES, HELDOUT_FIRST, progress)
+        ensure_stylegan_data(data_dir, n_faces, 0, progress)
+        for d in bank_dirs:   # the banks' extra faces follow the training faces
+            ensure_stylegan_data(d, bank_extra, n_faces, progress)
+
+    data_first([data_dir, heldout_dir] + bank_dirs, "python -m dfd_kit.training photo-data", build)
     summary = train(data_dir, out_dir, PHOTO, None, None, steps_stage1, steps_stage2, batch_size, seed,
                     params_dir, threads, progress, project_prob=PHOTO_PROJECT_PROB,
                     lr_decay_start=min(PHOTO_LR_DECAY_START, steps_stage2))
@@ -252,8 +257,8 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
     summary["heldout"] = str(heldout_dir)
     if is_main():
         params_dir = Path(summary["params"])
-        summary["banks"] = densify_banks_from_data(params_dir, [data_dir] + ([bank_dir] if bank_extra else []), k=k,
-                                                   mirror=PHOTO_BANK_MIRROR, progress=progress)
+        summary["banks"] = densify_banks_from_data(params_dir, [data_dir] + bank_dirs, k=k, mirror=PHOTO_BANK_MIRROR,
+                                                   progress=progress)
         finish_recipe(params_dir, summary, write_photo_model_card, data_dir, heldout_dir, measure, progress)
     barrier()
     return summary
