@@ -936,3 +936,43 @@ def plot_manifold_map(bank_map, latent: np.ndarray, projection: Projection, comp
 
 
 __all__ += ["plot_stage_view", "plot_manifold_map"]
+
+
+# ---------------------------------------------------------------------------------------
+# training: can projection repair a rough sketch's latents? (quality.projection_geometry)
+# ---------------------------------------------------------------------------------------
+
+_GEOMETRY_BARS = (("degraded", "degraded sketch", "#9ecae1"), ("degraded_projected", "degraded, projected", "#2171b5"),
+                  ("rough", "rough sketch", "#fdae6b"), ("rough_projected", "rough, projected", "#d94801"),
+                  ("clean_projected", "clean sketch, projected", "#969696"))
+
+
+def plot_projection_geometry(reports: Sequence[object]) -> Figure:
+    """One panel per :class:`~dfd_kit.training.quality.GeometryReport` (e.g. two encoders on
+    the same faces): per component, how far each latent lies from the clean sketch's, raw
+    and projected. Projection repairs a sketch where its dark bar is shorter than the light
+    one beside it; the grey bar is as close as projection gets when it finds the clean
+    sketch's own neighbours. The percentages: faces where projection lands closer."""
+    fig, axes = _grid(len(reports), 1, panel=MAX_FIGURE_WIDTH, extra_h=0.0)
+    fig.set_size_inches(MAX_FIGURE_WIDTH, 3.2 * len(reports))
+    width = 0.16
+    for ax, r in zip(axes[:, 0], reports):
+        x = np.arange(len(COMPONENTS))
+        for j, (key, label, colour) in enumerate(_GEOMETRY_BARS):
+            h = [r.components[c][key] for c in COMPONENTS]
+            bars = ax.bar(x + (j - 2) * width, h, width, color=colour, label=label)
+            if key.endswith("_projected") and key != "clean_projected":
+                closer = [r.components[c][key.replace("_projected", "_closer")] for c in COMPONENTS]
+                for b, share in zip(bars, closer):
+                    ax.text(b.get_x() + width / 2, b.get_height(), f"{100 * share:.0f}%", ha="center",
+                            va="bottom", fontsize=7, color=colour)
+        ax.set_xticks(x, [c.replace("_", " ") for c in COMPONENTS])
+        ax.set_ylabel("distance to the clean\nsketch's latent (bank spacings)", fontsize=8)
+        ax.set_title(f"{r.label + ': ' if r.label else ''}{r.n_faces} held-out faces, banks of {r.bank_rows} "
+                     f"sketches, K = {r.k} (percentages: faces where projection lands closer)", fontsize=9)
+        ax.margins(y=0.15)
+    axes[0, 0].legend(fontsize=7, ncols=5, loc="upper left")
+    return _done(fig)
+
+
+__all__ += ["plot_projection_geometry"]

@@ -774,3 +774,73 @@ def test_train_command_runs_both_stages_and_exports_a_loadable_model(data_dir, t
     model = load_model(tmp_path / "run" / "params")
     assert model.config == TINY
     assert model.generate(np.full((64, 64), 255, np.uint8), shadows=False).image.shape == (64, 64, 3)
+
+
+# --------------------------------------------------------------------------- latent geometry (before stage 2)
+
+def test_bank_spacing_is_the_median_distance_between_two_halves_of_the_bank():
+    from dfd_kit.errors import DataError
+    from dfd_kit.training.quality import bank_spacing
+
+    line = np.array([[0.0], [1.0], [2.0], [3.0]])
+    assert bank_spacing(line) == 2.0   # |0-2|, |0-3|, |1-2|, |1-3| = 2, 3, 1, 2
+    with pytest.raises(DataError, match="at least two"):
+        bank_spacing(line[:1])
+
+
+def test_projection_geometry_finds_nothing_to_repair_in_an_undamaged_sketch(trained_stage1, data_dir, data):
+    from dfd_kit.training.quality import GEOMETRY_MEASURES, projection_geometry
+    from dfd_kit.training.stage1 import load_stage1
+
+    enc, _ = load_stage1(trained_stage1)
+    kw = dict(k=3, n_faces=6, progress=False)
+    # The held-out faces are the bank's own sketches here, so each clean latent is a bank row
+    # and projects onto itself; at strength 0 the "degraded" sketches are the clean ones.
+    same = projection_geometry(enc, data.sketches, data.sexes, data_dir, TINY.layout, degrade_strength=0.0, **kw)
+    rough = projection_geometry(enc, data.sketches, data.sexes, data_dir, TINY.layout, label="run", **kw)
+    assert same.n_faces == 6 and same.k == 3 and same.bank_rows == N_SAMPLES and rough.label == "run"
+    for c in COMPONENTS:
+        g = same.components[c]
+        assert set(g) == set(GEOMETRY_MEASURES)
+        assert g["clean_projected"] == pytest.approx(0.0, abs=1e-4)
+        assert g["degraded"] == g["rough"] == 0.0 and g["shared_rough"] == 1.0
+        assert g["degraded_closer"] == g["rough_closer"] == 0.0   # no nearer than exactly there
+        r = rough.components[c]
+        assert r["clean_projected"] == pytest.approx(0.0, abs=1e-4)
+        assert np.isfinite(list(r.values())).all() and 0 <= r["shared_rough"] <= 1
+    # roughening moves the parts' latents: a missing, doubled, stretched or scribbled part
+    assert np.mean([rough.components[c]["rough"] for c in COMPONENTS]) > 0.05
+
+
+def test_geometry_command_compares_runs_in_one_figure(trained_stage1, data_dir, tmp_path, capsys):
+    from dfd_kit.training.__main__ import main
+
+    fig = tmp_path / "geometry.png"
+    rc = main(["geometry", "--out", str(trained_stage1), str(trained_stage1), "--data", str(data_dir),
+               "--heldout", str(data_dir), "--k", "3", "--n-faces", "4", "--figure", str(fig), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"figure: {fig}" in out
+    reports = json.loads(out[out.index("["):])
+    assert [r["label"] for r in reports] == [trained_stage1.name] * 2 and reports[0] == reports[1]
+    assert set(reports[0]["components"]) == set(COMPONENTS) and reports[0]["n_faces"] == 4
+    w, h = Image.open(fig).size
+    assert w > 600 and h > 400   # two panels, one per run
+
+
+def test_train_command_stage1_augment_makes_a_denoising_auto_encoder(data_dir, tmp_path, capsys):
+    from dfd_kit.training.__main__ import main
+    from dfd_kit.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(TINY.to_json())
+    runs = {}
+    for p in ("0", "1"):
+        rc = main(["train", "--data", str(data_dir), "--out", str(tmp_path / p), "--config", str(cfg),
+                   "--steps-stage1", "2", "--steps-stage2", "0", "--stage1-augment", p, "--no-progress",
+                   "--threads", "1"])
+        assert rc == 0
+        summary = json.loads((tmp_path / p / "summary.json").read_text())
+        assert summary["stage1"]["augment_prob"] == float(p) and summary["stage2"]["steps"] == 0
+        runs[p] = load_checkpoint(tmp_path / p / "stage1" / CHECKPOINT_NAME)["modules"]["encoder.nose"]
+    # the same seed and batches; only the inputs differ (hand-drawn copies), so the weights do
+    assert any(not np.array_equal(runs["0"][k], runs["1"][k]) for k in runs["0"])

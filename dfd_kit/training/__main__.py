@@ -1,4 +1,4 @@
-"""Command line: ``python -m dfd_kit.training demo|photo|photo-data|train|export|banks|quality ...``;
+"""Command line: ``python -m dfd_kit.training demo|photo|photo-data|train|export|banks|quality|geometry ...``;
 each subcommand calls one function of :mod:`.recipes` (``--help`` lists them, and each
 subcommand's ``--help`` its options). The demo model's recipe::
 
@@ -23,7 +23,8 @@ from ..errors import DFDError, TrainingInterrupted
 from .recipes import (DEMO_BANK_DATA, DEMO_BANK_FACES, DEMO_BANK_PART_FACES, DEMO_DATA, DEMO_FACES, DEMO_K,
                       DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_BANK_DATA, PHOTO_BANK_EXTRA,
                       PHOTO_DATA, PHOTO_FACES, PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2,
-                      densify_banks_from_data, densify_demo_banks, measure_quality, train, train_demo, train_photo)
+                      densify_banks_from_data, densify_demo_banks, measure_geometry, measure_quality, train, train_demo,
+                      train_photo)
 
 
 def _config(name: str):
@@ -85,6 +86,9 @@ def _run(argv=None) -> int:
     t.add_argument("--batch-size", type=int, default=4, help="per process")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--params", default=None, help="export folder (default: <out>/params)")
+    t.add_argument("--stage1-augment", type=float, default=0.0, metavar="P",
+                   help="share of stage 1's input sketches made to look hand-drawn, the clean sketch staying the "
+                        "target (a denoising auto-encoder; default 0, as in the paper)")
     t.add_argument("--threads", type=int, default=None, help="OpenMP threads per process")
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("export", help="write a run folder's trained model as a Params folder")
@@ -120,6 +124,15 @@ def _run(argv=None) -> int:
     q.add_argument("--n-faces", type=int, default=None, help="use only the first N held-out faces")
     q.add_argument("--figures", default=None, help="where figures and quality.json go (default: --params)")
     q.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("geometry", help="before stage 2: where projection takes held-out degraded and rough "
+                                        "sketches' latents, against their clean sketches' (stage-1 encoders)")
+    m.add_argument("--out", nargs="+", required=True, metavar="RUN", help="run folders with a finished stage 1")
+    m.add_argument("--data", nargs="+", required=True, metavar="DIR", help="data sets whose sketches form the banks")
+    m.add_argument("--heldout", required=True, help="held-out data set")
+    m.add_argument("--k", type=int, default=PHOTO_K, help="neighbours")
+    m.add_argument("--n-faces", type=int, default=100, help="held-out faces measured")
+    m.add_argument("--figure", default=None, help="PNG (default: <first run>/figures/projection_geometry.png)")
+    m.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("photo", help="the photo recipe: MobileStyleGAN faces, PHOTO config, both stages, banks, "
                                      "model card, measurements (resumes where it stopped)")
     p.add_argument("--data", default=PHOTO_DATA, help="training set folder (built or finished here)")
@@ -159,6 +172,12 @@ def _run(argv=None) -> int:
     if a.cmd == "quality":
         measure_quality(a.params, a.data, a.heldout, a.n_faces, a.figures, not a.no_progress)
         return 0
+    if a.cmd == "geometry":
+        from dataclasses import asdict
+
+        reports = measure_geometry(a.out, a.data, a.heldout, a.k, a.n_faces, a.figure, not a.no_progress)
+        print(json.dumps([asdict(r) for r in reports], indent=1))
+        return 0
     if a.cmd == "banks":
         if a.data:
             summary = densify_banks_from_data(a.params, a.data, a.faces, a.part_faces, a.k, a.mirror,
@@ -185,7 +204,8 @@ def _run(argv=None) -> int:
                               a.bank_extra)
     elif a.cmd == "train":
         summary = train(a.data, a.out, _config(a.config), a.minutes_stage1, a.minutes_stage2, a.steps_stage1,
-                        a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress)
+                        a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress,
+                        augment_prob_stage1=a.stage1_augment)
     else:
         summary = train_demo(a.data, a.out, a.minutes_stage1, a.minutes_stage2, a.n_faces, a.seed, a.batch_size,
                              a.params, a.heldout, a.threads, not a.no_progress, a.steps_stage1, a.steps_stage2,

@@ -58,7 +58,10 @@ class Stage1Config(RunConfig):
     real sketches, and manifold projection is what brings it back. A denoising encoder
     does that repair itself, and then projection only blends in other faces. (On the
     facesjs demo data it makes little difference: projection won on 27.5% of degraded
-    held-out sketches with 0.25 and 30% with 0; see Params/demo/MODEL_CARD.md.)
+    held-out sketches with 0.25 and 30% with 0; see Params/demo/MODEL_CARD.md. On the
+    photo data, 0.5 brought rough latents nearer their clean ones but projection then
+    landed farther than the raw latent on more faces, before any stage 2: the ``geometry``
+    subcommand, Params/photo/MODEL_CARD.md.)
     """
     loss: str = "mse"
     ink_weight: float = 4.0
