@@ -19,6 +19,11 @@ Three measurements on held-out faces (never trained on), each against the true p
 3. Figures: sketch / generated / photo for a few faces, and degraded sketch /
    without / with projection / photo.
 
+And one measurement that needs no stage 2 (:func:`projection_geometry`, the ``geometry``
+subcommand): in latent space, how far the degraded and rough sketches' latents lie from the
+clean sketch's, before and after projection -- whether an encoder gives projection anything
+to repair.
+
 From a shell::
 
     python -m dfd_kit.training quality --params Params/demo --data data/facesjs_train \\
@@ -372,9 +377,10 @@ def projection_geometry(encoders, bank_sketches: np.ndarray, bank_sexes, heldout
     out = {}
     for c in COMPONENTS:
         per = {m: [] for m in GEOMETRY_MEASURES}
+        by_sex = {sex: bank[c][sexes == sex] for sex in {s.sex for s in samples}}
+        spacing = {sex: bank_spacing(b) for sex, b in by_sex.items()}
         for i, s in enumerate(samples):
-            b = bank[c][sexes == s.sex]
-            unit = bank_spacing(b)
+            b, unit = by_sex[s.sex], spacing[s.sex]
             truth = z["clean"][c][i]
             dist = lambda v: float(np.linalg.norm(v - truth)) / unit   # noqa: E731
             own = project_to_manifold(truth, b, k, 1.0)
