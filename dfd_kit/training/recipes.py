@@ -807,12 +807,13 @@ def measure_geometry(out_dirs, data_dirs, heldout, k: int = PHOTO_K, n_faces: Op
     from .quality import _compact_png, projection_geometry
     from .stage1 import load_stage1
 
-    reports = []
+    reports, bank = [], None
     for out in map(Path, out_dirs):
         layout = read_model_config(out).layout
-        sets = [TrainingData(d, layout, photos=False, shard=False, progress=progress) for d in data_dirs]
-        sketches = np.concatenate([s.sketches for s in sets])
-        sexes = np.concatenate([s.sexes for s in sets])
+        if bank is None or bank[0] != layout:   # runs on one layout share the bank's sketches
+            sets = [TrainingData(d, layout, photos=False, shard=False, progress=progress) for d in data_dirs]
+            bank = (layout, np.concatenate([s.sketches for s in sets]), np.concatenate([s.sexes for s in sets]))
+        _, sketches, sexes = bank
         encoders, _ = load_stage1(out)
         reports.append(projection_geometry(encoders, sketches, sexes, heldout, layout, k, n_faces,
                                            label=out.name, progress=progress))
