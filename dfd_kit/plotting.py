@@ -976,3 +976,38 @@ def plot_projection_geometry(reports: Sequence[object]) -> Figure:
 
 
 __all__ += ["plot_projection_geometry"]
+
+
+def plot_projection_by_weight(report, target_wins: float = 0.7) -> Figure:
+    """A :class:`~dfd_kit.training.quality.QualityReport`'s sweep over the projection weight w
+    (every component at once): left, the error against the true photo for degraded and rough
+    sketches, with the error of the clean sketch's own latents (a perfect projection of the
+    rough ones) for scale; right, the share of faces where each weight beats w = 0. A curve
+    that dips between the ends says a step towards the manifold repairs more than a jump."""
+    ws = sorted(report.by_weight, key=float)
+    x = np.array([float(w) for w in ws])
+    fig, axes = _grid(1, 2, panel=MAX_FIGURE_WIDTH / 2, extra_h=0.0)
+    fig.set_size_inches(MAX_FIGURE_WIDTH, 3.2)
+    err, wins = axes[0, 0], axes[0, 1]
+    for kind, colour in (("degraded", "tab:blue"), ("rough", "tab:red")):
+        err.plot(x, [report.by_weight[w][f"{kind}_mae"] for w in ws], "o-", color=colour, label=f"{kind} sketches")
+        wins.plot(x[1:], [100 * report.by_weight[w][f"{kind}_wins"] for w in ws[1:]], "o-", color=colour,
+                  label=f"{kind} sketches")
+    if np.isfinite(report.mae_clean_unprojected):
+        err.axhline(report.mae_clean_unprojected, color="grey", linestyle="--",
+                    label="the clean sketch (a perfect projection)")
+    err.set_xlabel("projection weight w (0 = the drawing's own latents)")
+    err.set_ylabel("MAE against the true photo (0-255)")
+    err.set_title(f"error on {report.n_faces} held-out faces", fontsize=9)
+    err.legend(fontsize=7)
+    wins.axhline(100 * target_wins, color="grey", linestyle=":", label=f"{100 * target_wins:.0f}% of faces")
+    wins.set_ylim(0, 100)
+    wins.set_xlim(-0.05, 1.05)
+    wins.set_xlabel("projection weight w")
+    wins.set_ylabel("faces where w beats w = 0 (%)")
+    wins.set_title("how often projection repairs the face", fontsize=9)
+    wins.legend(fontsize=7)
+    return _done(fig)
+
+
+__all__ += ["plot_projection_by_weight"]

@@ -707,7 +707,8 @@ class _OracleModel:
 
 def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     from dfd_kit.data import load_pair, load_samples
-    from dfd_kit.training.quality import evaluate_quality, mean_face, update_model_card, write_report
+    from dfd_kit.errors import DataError
+    from dfd_kit.training.quality import evaluate_quality, mean_face, read_report, update_model_card, write_report
 
     model = _OracleModel(data_dir, TINY.layout)
     r = evaluate_quality(None, data_dir, data_dir, tmp_path, n_faces=6, n_figure=2, progress=False, model=model)
@@ -726,9 +727,38 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert r.perfect_projection_reduction == pytest.approx(0.0, abs=1e-12)
     assert r.shared_neighbours_parts == 0.5 and r.shared_neighbours_remainder == 0.5
     assert "the rough sketch finds too: parts / remainder | 50% / 50% |" in r.markdown()
-    for name in ("heldout", "projection"):
+    # the sweep over w: the ends are the w = 0 / w = 1 measures; between them the oracle brightens
+    # the photo as at w = 0, so no weight below 1 wins and none removes any error
+    assert list(r.by_weight) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert r.by_weight["1"] == {"degraded_mae": 0.0, "degraded_wins": 1.0, "rough_mae": 0.0, "rough_wins": 1.0}
+    for w in ("0", "0.25", "0.5", "0.75"):
+        assert r.by_weight[w]["degraded_mae"] == pytest.approx(r.mae_degraded_unprojected)
+        assert r.by_weight[w]["degraded_wins"] == 0.0 and r.by_weight[w]["rough_wins"] == 0.0
+    assert r.error_reduction_at(0.25) == pytest.approx(0.0, abs=1e-12) and r.error_reduction_at(1.0) == 1.0
+    assert "| degraded sketches where partial projection (w=0.25) beats none | 0.0% | >= 70% | **no** |" in r.markdown()
+    assert "| rough sketches: projection beats none | 0.0% | 0.0% | 0.0% | 0.0% | 100.0% |" in r.markdown()
+    for name in ("heldout", "projection", "projection_weights"):
         assert Image.open(r.figures[name]).size[0] > 200
+    # the figure draws the sweep: MAE against w on the left, wins (w > 0) on the right
+    from dfd_kit.plotting import plot_projection_by_weight
+
+    fig = plot_projection_by_weight(r)
+    degraded_mae, rough_mae = (line.get_ydata() for line in fig.axes[0].lines[:2])
+    assert list(degraded_mae) == [r.by_weight[w]["degraded_mae"] for w in r.by_weight]
+    assert list(rough_mae) == [r.by_weight[w]["rough_mae"] for w in r.by_weight]
+    assert list(fig.axes[1].lines[0].get_xdata()) == [0.25, 0.5, 0.75, 1.0]
+    assert list(fig.axes[1].lines[0].get_ydata()) == [0.0, 0.0, 0.0, 100.0]
     assert len(json.loads(write_report(r, tmp_path / "q.json").read_text())["per_face"]["generated"]) == 6
+    assert read_report(tmp_path / "q.json") == r      # the card's figures can be drawn again from its json
+    # the oracle answers the true photo at w = 1 only (also for rough sketches), 10 levels off below it
+    assert r.weight_summary() == ("rough sketches: error 10.00 at w = 0, 0.00 at w = 1, lowest 0.00 at w = 1 "
+                                  "(100.0% removed); degraded sketches: projection beats none for 100% of the "
+                                  "faces at w = 1, most often at w = 1 (100%)")
+    with pytest.raises(DataError, match="measure the model first"):
+        read_report(tmp_path / "none.json")
+    (tmp_path / "other.json").write_text('{"n_faces": 6}')
+    with pytest.raises(DataError, match="is not a quality report"):
+        read_report(tmp_path / "other.json")
     card = tmp_path / "MODEL_CARD.md"
     card.write_text("# card\n<!-- quality:start -->\nold\n<!-- quality:end -->\nafter\n")
     assert update_model_card(card, r)

@@ -10,7 +10,9 @@ Three measurements on held-out faces (never trained on), each against the true p
    (:func:`~dfd_kit.data.sketch.augment_sketch`) and roughened as people draw
    (:func:`~dfd_kit.data.sketch.roughen_sketch`); the face generated with projection
    (every part weight 1.0) should be closer to the truth than the one without (0.0),
-   which is the paper's claim that projection repairs imperfect drawings. Two more
+   which is the paper's claim that projection repairs imperfect drawings. The weights
+   between (every component at once, :data:`PARTIAL_WEIGHTS`) are measured too: a step
+   towards the manifold can repair more than the full jump to other faces' parts. Two more
    numbers say how much there was to repair and why projection repairs what it does: the
    face from the *clean* sketch's own latents at w = 0 is what a perfect projection of
    the rough latents would give, and the share of the clean sketch's K
@@ -48,6 +50,7 @@ from ..errors import DataError
 # the model cards' code and `from dfd_kit.training.quality import stroke_distance` keep working.
 from ..measures import (STROKE_DISTANCE_CAP, log_spectrum, mean_absolute_error, spectral_distance,  # noqa: F401
                         stroke_distance)
+from ..tradeoff import WEIGHTS
 
 #: The demo's held-out set: 200 faces from a seed far from the training seed 0.
 HELDOUT_FACES = 200
@@ -59,6 +62,13 @@ ALL_OFF = {c: 0.0 for c in COMPONENTS}
 #: bank is too sparse for its projection to land near the true face (the hair outline
 #: moves), so the card measures this setting beside w = 1 everywhere.
 PARTS_ONLY = {**ALL_ON, "remainder": 0.0}
+#: The weights between 0 and 1 measured too, every component at once (notebook 07's grid):
+#: w = 1 jumps to a blend of other faces' parts, a step of the way keeps most of the drawing.
+PARTIAL_WEIGHTS = tuple(w for w in WEIGHTS if 0.0 < w < 1.0)
+#: The card's partial projection: of those weights, the one at which projection beat none
+#: most often on the photo model's 200 validation faces (``photo-data --first 2000000``,
+#: never used for its card), chosen there so that the held-out figures stay unbiased.
+PARTIAL_WEIGHT = 0.25
 
 
 def mean_face(data_dir, layout: Layout, progress: bool = True) -> np.ndarray:
@@ -105,6 +115,9 @@ class QualityReport:
     model: str = ""
     ratio_target: float = 0.5
     figures: Dict[str, str] = field(default_factory=dict)
+    # every component at each weight of the sweep (0 and 1 included): {"w": {measure: value}},
+    # measures degraded_mae, degraded_wins, rough_mae, rough_wins (wins: beats w = 0)
+    by_weight: Dict[str, Dict[str, float]] = field(default_factory=dict)
     per_face: Dict[str, List[float]] = field(default_factory=dict)
 
     @property
@@ -129,6 +142,38 @@ class QualityReport:
         """The same with only the four parts projected (PARTS_ONLY)."""
         return 1.0 - self.mae_rough_parts_projected / self.mae_rough_unprojected
 
+    def at_weight(self, w: float) -> Dict[str, float]:
+        """The sweep's measures at weight ``w`` (empty when it was not measured)."""
+        return self.by_weight.get(f"{w:g}", {})
+
+    def error_reduction_at(self, w: float) -> float:
+        """The share of the rough sketches' error that projection at weight ``w`` removes."""
+        return 1.0 - self.at_weight(w)["rough_mae"] / self.mae_rough_unprojected
+
+    def weight_summary(self) -> str:
+        """One line: where the sweep over w gives the lowest error on rough sketches and where it
+        beats w = 0 most often on degraded ones, against the ends."""
+        ws = sorted(self.by_weight, key=float)
+        best = min(ws, key=lambda w: self.by_weight[w]["rough_mae"])
+        most = max(ws, key=lambda w: self.by_weight[w]["degraded_wins"])
+        return (f"rough sketches: error {self.by_weight['0']['rough_mae']:.2f} at w = 0, "
+                f"{self.by_weight['1']['rough_mae']:.2f} at w = 1, lowest {self.by_weight[best]['rough_mae']:.2f} "
+                f"at w = {best} ({100 * self.error_reduction_at(float(best)):.1f}% removed); degraded sketches: "
+                f"projection beats none for {100 * self.by_weight['1']['degraded_wins']:.0f}% of the faces at "
+                f"w = 1, most often at w = {most} ({100 * self.by_weight[most]['degraded_wins']:.0f}%)")
+
+    def weight_markdown(self) -> str:
+        """The sweep as a table: a column per weight."""
+        ws = sorted(self.by_weight, key=float)
+        rows = [("degraded sketches: projection beats none", lambda m, w: f"{100 * m['degraded_wins']:.1f}%"),
+                ("degraded sketches: MAE", lambda m, w: f"{m['degraded_mae']:.2f}"),
+                ("rough sketches: projection beats none", lambda m, w: f"{100 * m['rough_wins']:.1f}%"),
+                ("rough sketches: MAE", lambda m, w: f"{m['rough_mae']:.2f}"),
+                ("rough sketches: error removed", lambda m, w: f"{100 * self.error_reduction_at(float(w)):.1f}%")]
+        out = ["| every component's weight w | " + " | ".join(ws) + " |", "|---|" + "---:|" * len(ws)]
+        out += [f"| {label} | " + " | ".join(f(self.by_weight[w], w) for w in ws) + " |" for label, f in rows]
+        return "\n".join(out)
+
     def markdown(self) -> str:
         """The model card's metrics table."""
         ok = lambda b: "yes" if b else "**no**"   # noqa: E731
@@ -149,6 +194,12 @@ class QualityReport:
             f"{self.mae_rough_unprojected:.2f} | | |",
             f"| error removed by projection on rough sketches | {100 * self.rough_error_reduction:.1f}% | >= 10% | "
             f"{ok(self.rough_error_reduction >= 0.1)} |",
+            *([f"| degraded sketches where partial projection (w={PARTIAL_WEIGHT:g}) beats none | "
+               f"{100 * self.at_weight(PARTIAL_WEIGHT)['degraded_wins']:.1f}% | >= 70% | "
+               f"{ok(self.at_weight(PARTIAL_WEIGHT)['degraded_wins'] >= 0.7)} |",
+               f"| error removed by partial projection (w={PARTIAL_WEIGHT:g}) on rough sketches | "
+               f"{100 * self.error_reduction_at(PARTIAL_WEIGHT):.1f}% | >= 10% | "
+               f"{ok(self.error_reduction_at(PARTIAL_WEIGHT) >= 0.1)} |"] if self.at_weight(PARTIAL_WEIGHT) else []),
             *([f"| rough sketches, parts projected and remainder as drawn: wins / error removed | "
                f"{100 * self.rough_parts_win_rate:.1f}% / {100 * self.rough_parts_error_reduction:.1f}% | | |"]
               if np.isfinite(self.mae_rough_parts_projected) else []),
@@ -165,6 +216,8 @@ class QualityReport:
             f"(strength {self.degrade_strength}); rng seed {self.degrade_seed}. Stroke distance: the mean distance "
             f"from the sketch's strokes to the face's edges (`quality.stroke_distance`, capped at "
             f"{STROKE_DISTANCE_CAP} px): lower follows the drawing more closely.",
+            *(["", "Projection by weight, on the same faces and sketches (every component's weight at once; "
+               "w = 0 is no projection):", "", self.weight_markdown()] if self.by_weight else []),
         ])
 
 
@@ -192,7 +245,8 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     rng = np.random.default_rng(degrade_seed)
     per = {k: [] for k in ("generated", "mean_face", "degraded_projected", "degraded_unprojected",
                            "rough_projected", "rough_unprojected", "rough_parts_projected", "strokes_projected",
-                           "strokes_unprojected", "clean_unprojected", "shared_parts", "shared_remainder")}
+                           "strokes_unprojected", "clean_unprojected", "shared_parts", "shared_remainder",
+                           *(f"{kind}_w{w:g}" for w in PARTIAL_WEIGHTS for kind in ("degraded", "rough")))}
     rough_rng = np.random.default_rng(degrade_seed + 1)
     clean_rows, degraded_rows, generated, photos = [], [], [], []
     for s in tqdm(samples, desc="held-out faces", unit="face", disable=not progress):
@@ -216,6 +270,12 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
         per["shared_parts"].append(float(np.mean([shared[c] for c in PARTS])))
         per["shared_remainder"].append(shared["remainder"])
         parts = model.generate(rough, PARTS_ONLY, sex=s.sex, shadows=False, keep_features=False).image
+        for w in PARTIAL_WEIGHTS:
+            part = {c: w for c in COMPONENTS}
+            per[f"degraded_w{w:g}"].append(mean_absolute_error(
+                model.generate(mild, part, sex=s.sex, shadows=False, keep_features=False).image, photo))
+            per[f"rough_w{w:g}"].append(mean_absolute_error(
+                model.generate(rough, part, sex=s.sex, shadows=False, keep_features=False).image, photo))
         per["rough_projected"].append(mean_absolute_error(on, photo))
         per["rough_unprojected"].append(mean_absolute_error(off, photo))
         per["rough_parts_projected"].append(mean_absolute_error(parts, photo))
@@ -237,6 +297,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
                            spectral_distance(generated, photos), float(parts_wins.mean()),
                            m["rough_parts_projected"], m["clean_unprojected"], m["shared_parts"],
                            m["shared_remainder"], str(params_dir or ""),
+                           by_weight=_sweep(per),
                            per_face={k: [round(x, 3) for x in v] for k, v in per.items()})
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
@@ -248,7 +309,27 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
             ["rough sketch", "no projection (w=0)", "projection (w=1)", "true photo"],
             title=f"rough sketches: projection is closer to the photo for {100 * report.rough_win_rate:.0f}% of "
                   f"{len(samples)} faces, error {100 * report.rough_error_reduction:.0f}% lower", cell=2.0))
+        from ..plotting import plot_projection_by_weight
+        from .figures import save_figure
+
+        report.figures["projection_weights"] = _compact_png(save_figure(
+            plot_projection_by_weight(report), figures_dir / "projection_weights.png"))
     return report
+
+
+def _sweep(per: Dict[str, list]) -> Dict[str, Dict[str, float]]:
+    """{"w": {degraded_mae, degraded_wins, rough_mae, rough_wins}} from the per-face errors of
+    :func:`evaluate_quality`, w = 0 and w = 1 included; wins: the share of faces where the weight
+    gives a lower error than w = 0."""
+    key = {0.0: "{}_unprojected", 1.0: "{}_projected", **{w: "{}_w%g" % w for w in PARTIAL_WEIGHTS}}
+    out = {}
+    for w in WEIGHTS:
+        m = {}
+        for kind in ("degraded", "rough"):
+            errors, none = np.asarray(per[key[w].format(kind)]), np.asarray(per[f"{kind}_unprojected"])
+            m[f"{kind}_mae"], m[f"{kind}_wins"] = float(errors.mean()), float((errors < none).mean())
+        out[f"{w:g}"] = m
+    return out
 
 
 def shared_neighbours(a, b) -> Dict[str, float]:
@@ -268,6 +349,9 @@ def comparison_markdown(reports: Dict[str, "QualityReport"]) -> str:
             ("rough sketches: error removed by projection", lambda r: f"{100 * r.rough_error_reduction:.1f}%"),
             ("the same, parts only (remainder as drawn): wins / error removed",
              lambda r: f"{100 * r.rough_parts_win_rate:.1f}% / {100 * r.rough_parts_error_reduction:.1f}%"),
+            (f"partial projection (w={PARTIAL_WEIGHT:g}): degraded sketches' wins / rough sketches' error removed",
+             lambda r: f"{100 * r.at_weight(PARTIAL_WEIGHT)['degraded_wins']:.1f}% / "
+                       f"{100 * r.error_reduction_at(PARTIAL_WEIGHT):.1f}%" if r.by_weight else "-"),
             ("error a perfect projection would remove (the clean sketch's latents)",
              lambda r: f"{100 * r.perfect_projection_reduction:.1f}%"),
             ("clean sketch's neighbours the rough sketch finds: parts / remainder",
@@ -294,6 +378,19 @@ def write_report(report: QualityReport, path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(asdict(report), indent=1) + "\n")
     return path
+
+
+def read_report(path) -> QualityReport:
+    """A quality.json back as a :class:`QualityReport` (e.g. a model card's, for its figures):
+    what :func:`write_report` wrote. A missing file says how to make it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found: measure the model first "
+                        "(python -m dfd_kit.training quality --params <its Params folder>)")
+    try:
+        return QualityReport(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:   # not JSON, or not a report's fields
+        raise DataError(f"{path} is not a quality report ({e}): measure the model again") from None
 
 
 CARD_START, CARD_END = "<!-- quality:start -->", "<!-- quality:end -->"
