@@ -614,13 +614,13 @@ On this model the error against the true photo is lowest between the ends, not a
 w = 1 every part is replaced by a blend of other people's parts, found by searching near the
 rough drawing; a partial weight keeps most of what the drawing says and pulls it only part of
 the way towards those real samples, and an average of two guesses that err in different
-directions lies nearer the truth than either. The partial weight of the Metrics table,
+directions can lie nearer the truth than either. The partial weight of the Metrics table,
 w = 0.25, was chosen on 200 validation faces never used for it (`photo-data --first 2000000`):
 the weight of the sweep at which projection beat none most often there. Even the best weight
 removes only a few percent of the rough sketches' error, a small part of what the
 perfect-projection row says there is to remove: the neighbours it blends are not this person's.
-Generation keeps w = 1 as its default (the paper's full projection, and the cleanest faces to
-the eye); the pad's sliders set any weight.
+Generation keeps w = 1 as its default (the paper's full projection); the pad's sliders set
+any weight.
 
 ## Feature banks, measured
 
