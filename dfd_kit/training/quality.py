@@ -165,18 +165,21 @@ class QualityReport:
     def weight_markdown(self) -> str:
         """The sweep as a table: a column per weight."""
         ws = sorted(self.by_weight, key=float)
-        rows = [("degraded sketches: projection beats none", lambda m, w: f"{100 * m['degraded_wins']:.1f}%"),
-                ("degraded sketches: MAE", lambda m, w: f"{m['degraded_mae']:.2f}"),
-                ("rough sketches: projection beats none", lambda m, w: f"{100 * m['rough_wins']:.1f}%"),
-                ("rough sketches: MAE", lambda m, w: f"{m['rough_mae']:.2f}"),
-                ("rough sketches: error removed", lambda m, w: f"{100 * self.error_reduction_at(float(w)):.1f}%")]
+        share = lambda measure: lambda w: f"{100 * self.by_weight[w][measure]:.1f}%"   # noqa: E731
+        level = lambda measure: lambda w: f"{self.by_weight[w][measure]:.2f}"         # noqa: E731
+        rows = [("degraded sketches: projection beats none", share("degraded_wins")),
+                ("degraded sketches: MAE", level("degraded_mae")),
+                ("rough sketches: projection beats none", share("rough_wins")),
+                ("rough sketches: MAE", level("rough_mae")),
+                ("rough sketches: error removed", lambda w: f"{100 * self.error_reduction_at(float(w)):.1f}%")]
         out = ["| every component's weight w | " + " | ".join(ws) + " |", "|---|" + "---:|" * len(ws)]
-        out += [f"| {label} | " + " | ".join(f(self.by_weight[w], w) for w in ws) + " |" for label, f in rows]
+        out += [f"| {label} | " + " | ".join(f(w) for w in ws) + " |" for label, f in rows]
         return "\n".join(out)
 
     def markdown(self) -> str:
         """The model card's metrics table."""
         ok = lambda b: "yes" if b else "**no**"   # noqa: E731
+        partial = self.at_weight(PARTIAL_WEIGHT)
         return "\n".join([
             f"Measured on {self.n_faces} held-out faces (never trained on).",
             "",
@@ -195,11 +198,10 @@ class QualityReport:
             f"| error removed by projection on rough sketches | {100 * self.rough_error_reduction:.1f}% | >= 10% | "
             f"{ok(self.rough_error_reduction >= 0.1)} |",
             *([f"| degraded sketches where partial projection (w={PARTIAL_WEIGHT:g}) beats none | "
-               f"{100 * self.at_weight(PARTIAL_WEIGHT)['degraded_wins']:.1f}% | >= 70% | "
-               f"{ok(self.at_weight(PARTIAL_WEIGHT)['degraded_wins'] >= 0.7)} |",
+               f"{100 * partial['degraded_wins']:.1f}% | >= 70% | {ok(partial['degraded_wins'] >= 0.7)} |",
                f"| error removed by partial projection (w={PARTIAL_WEIGHT:g}) on rough sketches | "
                f"{100 * self.error_reduction_at(PARTIAL_WEIGHT):.1f}% | >= 10% | "
-               f"{ok(self.error_reduction_at(PARTIAL_WEIGHT) >= 0.1)} |"] if self.at_weight(PARTIAL_WEIGHT) else []),
+               f"{ok(self.error_reduction_at(PARTIAL_WEIGHT) >= 0.1)} |"] if partial else []),
             *([f"| rough sketches, parts projected and remainder as drawn: wins / error removed | "
                f"{100 * self.rough_parts_win_rate:.1f}% / {100 * self.rough_parts_error_reduction:.1f}% | | |"]
               if np.isfinite(self.mae_rough_parts_projected) else []),
@@ -235,7 +237,8 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     from ..config import PARTS
     from ..data.sketch import augment_sketch, roughen_sketch
     from ..pipeline import load_model
-    from .figures import save_image_grid
+    from ..plotting import plot_projection_by_weight
+    from .figures import save_figure, save_image_grid
 
     model = model or load_model(params_dir)
     samples = load_samples(heldout_dir)[:n_faces]
@@ -309,9 +312,6 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
             ["rough sketch", "no projection (w=0)", "projection (w=1)", "true photo"],
             title=f"rough sketches: projection is closer to the photo for {100 * report.rough_win_rate:.0f}% of "
                   f"{len(samples)} faces, error {100 * report.rough_error_reduction:.0f}% lower", cell=2.0))
-        from ..plotting import plot_projection_by_weight
-        from .figures import save_figure
-
         report.figures["projection_weights"] = _compact_png(save_figure(
             plot_projection_by_weight(report), figures_dir / "projection_weights.png"))
     return report
@@ -321,7 +321,7 @@ def _sweep(per: Dict[str, list]) -> Dict[str, Dict[str, float]]:
     """{"w": {degraded_mae, degraded_wins, rough_mae, rough_wins}} from the per-face errors of
     :func:`evaluate_quality`, w = 0 and w = 1 included; wins: the share of faces where the weight
     gives a lower error than w = 0."""
-    key = {0.0: "{}_unprojected", 1.0: "{}_projected", **{w: "{}_w%g" % w for w in PARTIAL_WEIGHTS}}
+    key = {0.0: "{}_unprojected", 1.0: "{}_projected", **{w: f"{{}}_w{w:g}" for w in PARTIAL_WEIGHTS}}
     out = {}
     for w in WEIGHTS:
         m = {}
