@@ -6,6 +6,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -61,6 +62,15 @@ class GenerationResult:
     @property
     def vectors(self):
         return {c: p.vector for c, p in self.projections.items()}
+
+    def with_vectors(self, vectors: Dict[str, np.ndarray]) -> "GenerationResult":
+        """A copy whose projections carry ``vectors`` (the components given; the others keep
+        theirs), with the images and maps cleared: :meth:`DeepFaceDrawing.render` draws it.
+        For faces from vectors no weight gives, e.g. one part swapped from another face."""
+        proj = {c: dataclasses.replace(p, vector=np.asarray(vectors.get(c, p.vector), np.float32))
+                for c, p in self.projections.items()}
+        return dataclasses.replace(self, projections=proj, shadows={}, shadow=None, feature_maps={},
+                                   feature_map=None, generator_output=None, image=None)
 
 
 def check_part_weights(part_weights) -> Dict[str, float]:

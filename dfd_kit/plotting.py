@@ -15,7 +15,6 @@ model's own stage methods, so the notebooks stay one call per picture.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
@@ -561,14 +560,6 @@ def plot_synthesis(result) -> Figure:
                         "generator output"], panel=FACE_PANEL)
 
 
-def _with_vectors(result, vectors: Mapping[str, np.ndarray]):
-    """A copy of ``result`` whose projections carry ``vectors``; images and maps cleared."""
-    proj = {c: dataclasses.replace(p, vector=np.asarray(vectors.get(c, p.vector), np.float32))
-            for c, p in result.projections.items()}
-    return dataclasses.replace(result, projections=proj, shadows={}, shadow=None, feature_maps={},
-                               feature_map=None, generator_output=None, image=None)
-
-
 def swap_components(model, target, donor, components: Sequence[str], keep_features: bool = True):
     """``target`` with the projected vectors of ``components`` taken from ``donor``,
     rendered: a new GenerationResult. Its ``sketch`` shows the swap too: the donor's crops
@@ -576,7 +567,7 @@ def swap_components(model, target, donor, components: Sequence[str], keep_featur
     for c in components:
         if c not in COMPONENTS:
             raise ValueError(f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}")
-    mixed = _with_vectors(target, {c: donor.projections[c].vector for c in components})
+    mixed = target.with_vectors({c: donor.projections[c].vector for c in components})
     base = donor if "remainder" in components else target
     sketch = base.sketch.copy()
     for c in model.layout.paste_order:   # overlapping boxes: later parts win, as in the face map
@@ -611,7 +602,7 @@ def weight_sweep(model, result, components: Sequence[str], weights: Sequence[flo
     for c in components:
         p = result.projections[c]
         for w in weights:
-            res = model.render(_with_vectors(result, {c: blend(result.latents[c], p.projected.astype(np.float64), w)}),
+            res = model.render(result.with_vectors({c: blend(result.latents[c], p.projected.astype(np.float64), w)}),
                                keep_features=False)
             out[(c, float(w))] = res.image
     return out
@@ -982,8 +973,10 @@ def plot_projection_by_weight(report, target_wins: float = 0.7) -> Figure:
     """A :class:`~dfd_kit.training.quality.QualityReport`'s sweep over the projection weight w
     (every component at once): left, the error against the true photo for degraded and rough
     sketches, with the error of the clean sketch's own latents (a perfect projection of the
-    rough ones) for scale; right, the share of faces where each weight beats w = 0. A curve
-    that dips between the ends says a step towards the manifold repairs more than a jump."""
+    rough ones) for scale and, dotted, a perfect search (the rough latents blended with the
+    clean sketch's own projection: what projection could do if its search found the right
+    faces); right, the share of faces where each weight beats w = 0. A curve that dips between
+    the ends says a step towards the manifold repairs more than a jump."""
     ws = sorted(report.by_weight, key=float)
     x = np.array([float(w) for w in ws])
     fig, axes = _grid(1, 2, panel=MAX_FIGURE_WIDTH / 2, extra_h=0.0)
@@ -993,6 +986,9 @@ def plot_projection_by_weight(report, target_wins: float = 0.7) -> Figure:
         err.plot(x, [report.by_weight[w][f"{kind}_mae"] for w in ws], "o-", color=colour, label=f"{kind} sketches")
         wins.plot(x[1:], [100 * report.by_weight[w][f"{kind}_wins"] for w in ws[1:]], "o-", color=colour,
                   label=f"{kind} sketches")
+    if report.has_perfect_search:
+        err.plot(x, [report.by_weight[w]["rough_search_mae"] for w in ws], "o:", color="tab:red", alpha=0.6,
+                 markerfacecolor="none", label="rough, a perfect search")
     if np.isfinite(report.mae_clean_unprojected):
         err.axhline(report.mae_clean_unprojected, color="grey", linestyle="--",
                     label="the clean sketch (a perfect projection)")

@@ -204,8 +204,6 @@ def measure_tradeoff(model, examples: Sequence, weights: Sequence[float] = WEIGH
     here (``n_references`` faces per sex) for the sexes the sketches need when not given.
     ``name``: what figures call the model (default: its Params folder's name).
     """
-    from .plotting import _with_vectors
-
     weights = np.asarray(sorted(float(w) for w in weights))
     if len(weights) < 2 or weights[0] < 0 or weights[-1] > 1:
         raise ValueError(f"weights must be at least two values in [0, 1], not {list(weights)}")
@@ -234,7 +232,7 @@ def measure_tradeoff(model, examples: Sequence, weights: Sequence[float] = WEIGH
             key = tuple(sorted((c, w) for c, w in w_of.items() if w != 1.0))
             if key not in made:
                 vectors = {c: blend(res.latents[c], projected[c], w_of.get(c, 1.0)) for c in COMPONENTS}
-                image = model.render(_with_vectors(res, vectors), keep_features=False, cache=cache).image
+                image = model.render(res.with_vectors(vectors), keep_features=False, cache=cache).image
                 made[key] = vectors, image, measures.face_edges(image)
             return made[key]
 

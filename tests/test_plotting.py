@@ -26,6 +26,7 @@ from dfd_kit.components import crop_components  # noqa: E402
 from dfd_kit.config import COMPONENTS, DEMO, OFFICIAL_LAYOUT, PARTS  # noqa: E402
 from dfd_kit.examples import example_names, example_sketch, procedural_sketch, shift_sketch  # noqa: E402
 from dfd_kit.manifold import project_to_manifold  # noqa: E402
+from dfd_kit.pipeline import GenerationResult  # noqa: E402
 
 LAYOUT = DEMO.layout
 D = 8          # latent size of the stand-in model
@@ -58,6 +59,8 @@ class FakeResult:
     @property
     def neighbours(self):
         return {c: p.neighbours for c, p in self.projections.items()}
+
+    with_vectors = GenerationResult.with_vectors   # the real method: it only replaces fields
 
 
 class FakeModel:

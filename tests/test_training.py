@@ -684,7 +684,9 @@ class _OracleModel:
     """Answers each sketch with its true photo when every part weight is 1, and a
     brightened photo otherwise: the measurements must then come out exactly known. A clean
     sketch's neighbours are bank rows 0-3 in every component, any other sketch's 0, 1, 8, 9:
-    half of them shared."""
+    half of them shared. Face i's clean sketch has latents i and projects to i, any other
+    sketch of it has latents i + 0.5 and projects to i + 0.25; rendering vectors gives the
+    true photo only for the clean sketch's projection (exactly i), else the brightened one."""
 
     def __init__(self, data_dir, layout):
         from dfd_kit.data import load_pair, load_samples
@@ -692,17 +694,30 @@ class _OracleModel:
         self.layout = layout
         self.pairs = [load_pair(s, layout) for s in load_samples(data_dir)]
 
+    def photo(self, i: int, true: bool) -> np.ndarray:
+        photo = self.pairs[i][1]
+        return photo if true else np.minimum(photo.astype(int) + 10, 255).astype(np.uint8)
+
     def generate(self, sketch, part_weights=None, sex="male", **kw):
-        from types import SimpleNamespace
+        from dfd_kit.manifold import Projection
+        from dfd_kit.pipeline import GenerationResult, check_part_weights
 
         # a degraded sketch still lies closest to its own clean sketch
         i = int(np.argmin([np.abs(sk.astype(int) - sketch).sum() for sk, _ in self.pairs]))
-        photo = self.pairs[i][1]
-        if part_weights is not None and min(part_weights.values()) < 1.0:
-            photo = np.minimum(photo.astype(int) + 10, 255).astype(np.uint8)
-        rows = [0, 1, 2, 3] if np.array_equal(self.pairs[i][0], sketch) else [0, 1, 8, 9]
-        return SimpleNamespace(image=photo, projections={c: SimpleNamespace(neighbours=np.array(rows))
-                                                          for c in COMPONENTS})
+        w = check_part_weights(part_weights)
+        clean = np.array_equal(self.pairs[i][0], sketch)
+        rows = np.array([0, 1, 2, 3] if clean else [0, 1, 8, 9])
+        latent, projected = np.full(2, i + (0.0 if clean else 0.5)), np.full(2, i + (0.0 if clean else 0.25))
+        proj = {c: Projection(rows, np.zeros(4), np.full(4, 0.25), projected, projected * w[c] + latent * (1 - w[c]))
+                for c in COMPONENTS}
+        res = GenerationResult(sketch, {}, {c: latent for c in COMPONENTS}, proj, w, sex, 4)
+        res.image = self.photo(i, min(w.values()) == 1.0)
+        return res
+
+    def render(self, res, keep_features=True):
+        v = res.projections["remainder"].vector
+        res.image = self.photo(int(np.floor(v[0])), bool(np.all(v == np.round(v))))
+        return res
 
 
 def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
@@ -730,10 +745,18 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     # the sweep over w: the ends are the w = 0 / w = 1 measures; between them the oracle brightens
     # the photo as at w = 0, so no weight below 1 wins and none removes any error
     assert list(r.by_weight) == ["0", "0.25", "0.5", "0.75", "1"]
-    assert r.by_weight["1"] == {"degraded_mae": 0.0, "degraded_wins": 1.0, "rough_mae": 0.0, "rough_wins": 1.0}
+    assert r.by_weight["1"] == {"degraded_mae": 0.0, "degraded_wins": 1.0, "rough_mae": 0.0, "rough_wins": 1.0,
+                                "rough_search_mae": 0.0}
     for w in ("0", "0.25", "0.5", "0.75"):
         assert r.by_weight[w]["degraded_mae"] == pytest.approx(r.mae_degraded_unprojected)
         assert r.by_weight[w]["degraded_wins"] == 0.0 and r.by_weight[w]["rough_wins"] == 0.0
+        # a perfect search below w = 1 still keeps part of the rough latent: not the clean face
+        assert r.by_weight[w]["rough_search_mae"] == pytest.approx(r.mae_rough_unprojected)
+    # at w = 1 a perfect search gives the clean sketch's projection, the true photo here
+    assert r.has_perfect_search and r.best_search() == (1.0, 1.0)
+    assert r.search_error_reduction_at(0.5) == pytest.approx(0.0, abs=1e-12)
+    assert "| rough sketches, a perfect search: error removed | 0.0% | 0.0% | 0.0% | 0.0% | 100.0% |" in r.markdown()
+    assert "at its best weight (w=1): error removed | 100.0% |" in r.markdown()
     assert r.error_reduction_at(0.25) == pytest.approx(0.0, abs=1e-12) and r.error_reduction_at(1.0) == 1.0
     assert "| degraded sketches where partial projection (w=0.25) beats none | 0.0% | >= 70% | **no** |" in r.markdown()
     assert "| rough sketches: projection beats none | 0.0% | 0.0% | 0.0% | 0.0% | 100.0% |" in r.markdown()
@@ -743,17 +766,27 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     from dfd_kit.plotting import plot_projection_by_weight
 
     fig = plot_projection_by_weight(r)
-    degraded_mae, rough_mae = (line.get_ydata() for line in fig.axes[0].lines[:2])
+    degraded_mae, rough_mae, search_mae = (line.get_ydata() for line in fig.axes[0].lines[:3])
     assert list(degraded_mae) == [r.by_weight[w]["degraded_mae"] for w in r.by_weight]
     assert list(rough_mae) == [r.by_weight[w]["rough_mae"] for w in r.by_weight]
+    assert list(search_mae) == [r.by_weight[w]["rough_search_mae"] for w in r.by_weight]
     assert list(fig.axes[1].lines[0].get_xdata()) == [0.25, 0.5, 0.75, 1.0]
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.0, 0.0, 0.0, 100.0]
+    # a report written before the perfect search was measured still reads and draws, without it
+    import dataclasses
+
+    older = dataclasses.replace(r, by_weight={w: {k: v for k, v in m.items() if k != "rough_search_mae"}
+                                              for w, m in r.by_weight.items()})
+    assert not older.has_perfect_search and "perfect search" not in older.markdown()
+    assert len(plot_projection_by_weight(older).axes[0].lines) == len(fig.axes[0].lines) - 1
     assert len(json.loads(write_report(r, tmp_path / "q.json").read_text())["per_face"]["generated"]) == 6
     assert read_report(tmp_path / "q.json") == r      # the card's figures can be drawn again from its json
     # the oracle answers the true photo at w = 1 only (also for rough sketches), 10 levels off below it
     assert r.weight_summary() == ("rough sketches: error 10.00 at w = 0, 0.00 at w = 1, lowest 0.00 at w = 1 "
-                                  "(100.0% removed); degraded sketches: projection beats none for 100% of the "
-                                  "faces at w = 1, most often at w = 1 (100%)")
+                                  "(100.0% removed); with a perfect search 0.00 at w = 1 (100.0% removed); "
+                                  "degraded sketches: projection beats none for 100% of the faces at w = 1, most "
+                                  "often at w = 1 (100%)")
+    assert "perfect search" not in older.weight_summary()
     with pytest.raises(DataError, match="measure the model first"):
         read_report(tmp_path / "none.json")
     (tmp_path / "other.json").write_text('{"n_faces": 6}')

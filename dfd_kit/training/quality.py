@@ -17,7 +17,10 @@ Three measurements on held-out faces (never trained on), each against the true p
    face from the *clean* sketch's own latents at w = 0 is what a perfect projection of
    the rough latents would give, and the share of the clean sketch's K
    neighbours that the rough sketch finds too says whether projection searches near the
-   right faces at all.
+   right faces at all. A *perfect search* separates the two halves of projection: at each
+   weight, the drawing's latents blended with the clean sketch's own projection (its
+   neighbours and weights) -- what projection would give if its search, started from the
+   drawing, found the right faces.
 3. Figures: sketch / generated / photo for a few faces, and degraded sketch /
    without / with projection / photo.
 
@@ -116,7 +119,8 @@ class QualityReport:
     ratio_target: float = 0.5
     figures: Dict[str, str] = field(default_factory=dict)
     # every component at each weight of the sweep (0 and 1 included): {"w": {measure: value}},
-    # measures degraded_mae, degraded_wins, rough_mae, rough_wins (wins: beats w = 0)
+    # measures degraded_mae, degraded_wins, rough_mae, rough_wins (wins: beats w = 0), and
+    # rough_search_mae: the same weight with a perfect search (see search_error_reduction_at)
     by_weight: Dict[str, Dict[str, float]] = field(default_factory=dict)
     per_face: Dict[str, List[float]] = field(default_factory=dict)
 
@@ -142,6 +146,11 @@ class QualityReport:
         """The same with only the four parts projected (PARTS_ONLY)."""
         return 1.0 - self.mae_rough_parts_projected / self.mae_rough_unprojected
 
+    @property
+    def has_perfect_search(self) -> bool:
+        """Whether the sweep measured the perfect search (reports written before it did not)."""
+        return bool(self.by_weight) and all("rough_search_mae" in m for m in self.by_weight.values())
+
     def at_weight(self, w: float) -> Dict[str, float]:
         """The sweep's measures at weight ``w`` (empty when it was not measured)."""
         return self.by_weight.get(f"{w:g}", {})
@@ -150,17 +159,36 @@ class QualityReport:
         """The share of the rough sketches' error that projection at weight ``w`` removes."""
         return 1.0 - self.at_weight(w)["rough_mae"] / self.mae_rough_unprojected
 
+    def search_error_reduction_at(self, w: float) -> float:
+        """The share of the rough sketches' error that a *perfect search* removes at weight ``w``:
+        the rough latents blended with the clean sketch's own projection (its neighbours and
+        weights), as if the search from the rough drawing had found the faces the clean one
+        finds. What projection at ``w`` could do; :meth:`error_reduction_at` is what it does."""
+        return 1.0 - self.at_weight(w)["rough_search_mae"] / self.mae_rough_unprojected
+
+    def best_search(self):
+        """(w, share removed): the weight at which the perfect search removes the most error on
+        rough sketches (w > 0)."""
+        w = min((w for w in self.by_weight if float(w) > 0), key=lambda w: self.by_weight[w]["rough_search_mae"])
+        return float(w), self.search_error_reduction_at(float(w))
+
     def weight_summary(self) -> str:
-        """One line: where the sweep over w gives the lowest error on rough sketches and where it
-        beats w = 0 most often on degraded ones, against the ends."""
+        """One line: where the sweep over w gives the lowest error on rough sketches (and, when
+        measured, where a perfect search would) and where it beats w = 0 most often on degraded
+        ones, against the ends."""
         ws = sorted(self.by_weight, key=float)
         best = min(ws, key=lambda w: self.by_weight[w]["rough_mae"])
         most = max(ws, key=lambda w: self.by_weight[w]["degraded_wins"])
+        search = ""
+        if self.has_perfect_search:
+            w, removed = self.best_search()
+            search = (f"; with a perfect search {self.at_weight(w)['rough_search_mae']:.2f} at w = {w:g} "
+                      f"({100 * removed:.1f}% removed)")
         return (f"rough sketches: error {self.by_weight['0']['rough_mae']:.2f} at w = 0, "
                 f"{self.by_weight['1']['rough_mae']:.2f} at w = 1, lowest {self.by_weight[best]['rough_mae']:.2f} "
-                f"at w = {best} ({100 * self.error_reduction_at(float(best)):.1f}% removed); degraded sketches: "
-                f"projection beats none for {100 * self.by_weight['1']['degraded_wins']:.0f}% of the faces at "
-                f"w = 1, most often at w = {most} ({100 * self.by_weight[most]['degraded_wins']:.0f}%)")
+                f"at w = {best} ({100 * self.error_reduction_at(float(best)):.1f}% removed){search}; degraded "
+                f"sketches: projection beats none for {100 * self.by_weight['1']['degraded_wins']:.0f}% of the faces "
+                f"at w = 1, most often at w = {most} ({100 * self.by_weight[most]['degraded_wins']:.0f}%)")
 
     def weight_markdown(self) -> str:
         """The sweep as a table: a column per weight."""
@@ -172,6 +200,10 @@ class QualityReport:
                 ("rough sketches: projection beats none", share("rough_wins")),
                 ("rough sketches: MAE", level("rough_mae")),
                 ("rough sketches: error removed", lambda w: f"{100 * self.error_reduction_at(float(w)):.1f}%")]
+        if self.has_perfect_search:
+            rows += [("rough sketches, a perfect search (the clean sketch's neighbours): MAE", level("rough_search_mae")),
+                     ("rough sketches, a perfect search: error removed",
+                      lambda w: f"{100 * self.search_error_reduction_at(float(w)):.1f}%")]
         out = ["| every component's weight w | " + " | ".join(ws) + " |", "|---|" + "---:|" * len(ws)]
         out += [f"| {label} | " + " | ".join(f(w) for w in ws) + " |" for label, f in rows]
         return "\n".join(out)
@@ -180,6 +212,7 @@ class QualityReport:
         """The model card's metrics table."""
         ok = lambda b: "yes" if b else "**no**"   # noqa: E731
         partial = self.at_weight(PARTIAL_WEIGHT)
+        search = self.best_search() if self.has_perfect_search else None
         return "\n".join([
             f"Measured on {self.n_faces} held-out faces (never trained on).",
             "",
@@ -210,6 +243,8 @@ class QualityReport:
                f"| clean sketch's K neighbours that the rough sketch finds too: parts / remainder | "
                f"{100 * self.shared_neighbours_parts:.0f}% / {100 * self.shared_neighbours_remainder:.0f}% | | |"]
               if np.isfinite(self.mae_clean_unprojected) else []),
+            *([f"| rough sketches, a perfect search (the clean sketch's neighbours and weights) at its best weight "
+               f"(w={search[0]:g}): error removed | {100 * search[1]:.1f}% | | |"] if search else []),
             f"| stroke distance on rough sketches, w=1 / w=0 (px) | {self.stroke_distance_projected:.2f} / "
             f"{self.stroke_distance_unprojected:.2f} | | |",
             f"| spectral distance to photos (dB; 0 = photo-like) | {self.spectral_distance:.2f} | | |",
@@ -236,6 +271,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
 
     from ..config import PARTS
     from ..data.sketch import augment_sketch, roughen_sketch
+    from ..manifold import blend
     from ..pipeline import load_model
     from ..plotting import plot_projection_by_weight
     from .figures import save_figure, save_image_grid
@@ -249,7 +285,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
     per = {k: [] for k in ("generated", "mean_face", "degraded_projected", "degraded_unprojected",
                            "rough_projected", "rough_unprojected", "rough_parts_projected", "strokes_projected",
                            "strokes_unprojected", "clean_unprojected", "shared_parts", "shared_remainder",
-                           *(f"{kind}_w{w:g}" for w in PARTIAL_WEIGHTS for kind in ("degraded", "rough")))}
+                           *(f"{kind}_w{w:g}" for w in PARTIAL_WEIGHTS for kind in ("degraded", "rough", "rough_search")))}
     rough_rng = np.random.default_rng(degrade_seed + 1)
     clean_rows, degraded_rows, generated, photos = [], [], [], []
     for s in tqdm(samples, desc="held-out faces", unit="face", disable=not progress):
@@ -279,6 +315,12 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
                 model.generate(mild, part, sex=s.sex, shadows=False, keep_features=False).image, photo))
             per[f"rough_w{w:g}"].append(mean_absolute_error(
                 model.generate(rough, part, sex=s.sex, shadows=False, keep_features=False).image, photo))
+            # a perfect search: the drawing's latents blended with the clean sketch's projection
+            # (at w = 1 that is the clean sketch's own face, measured above)
+            vectors = {c: blend(rough_res.latents[c], clean.projections[c].projected.astype(np.float64), w)
+                       for c in COMPONENTS}
+            per[f"rough_search_w{w:g}"].append(mean_absolute_error(
+                model.render(rough_res.with_vectors(vectors), keep_features=False).image, photo))
         per["rough_projected"].append(mean_absolute_error(on, photo))
         per["rough_unprojected"].append(mean_absolute_error(off, photo))
         per["rough_parts_projected"].append(mean_absolute_error(parts, photo))
@@ -318,16 +360,19 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
 
 
 def _sweep(per: Dict[str, list]) -> Dict[str, Dict[str, float]]:
-    """{"w": {degraded_mae, degraded_wins, rough_mae, rough_wins}} from the per-face errors of
-    :func:`evaluate_quality`, w = 0 and w = 1 included; wins: the share of faces where the weight
-    gives a lower error than w = 0."""
+    """{"w": {degraded_mae, degraded_wins, rough_mae, rough_wins, rough_search_mae}} from the
+    per-face errors of :func:`evaluate_quality`, w = 0 and w = 1 included; wins: the share of
+    faces where the weight gives a lower error than w = 0. A perfect search at w = 0 is the
+    drawing's own face, at w = 1 the clean sketch's projected face."""
     key = {0.0: "{}_unprojected", 1.0: "{}_projected", **{w: f"{{}}_w{w:g}" for w in PARTIAL_WEIGHTS}}
+    search = {0.0: "rough_unprojected", 1.0: "generated", **{w: f"rough_search_w{w:g}" for w in PARTIAL_WEIGHTS}}
     out = {}
     for w in WEIGHTS:
         m = {}
         for kind in ("degraded", "rough"):
             errors, none = np.asarray(per[key[w].format(kind)]), np.asarray(per[f"{kind}_unprojected"])
             m[f"{kind}_mae"], m[f"{kind}_wins"] = float(errors.mean()), float((errors < none).mean())
+        m["rough_search_mae"] = float(np.mean(per[search[w]]))
         out[f"{w:g}"] = m
     return out
 
@@ -338,6 +383,13 @@ def shared_neighbours(a, b) -> Dict[str, float]:
     rough sketch's projection searches among the same bank faces as the clean sketch's."""
     return {c: len(set(a[c].neighbours.tolist()) & set(b[c].neighbours.tolist())) / len(a[c].neighbours)
             for c in a}
+
+
+def _best_search_cell(r: QualityReport) -> str:
+    if not r.has_perfect_search:
+        return "-"
+    w, removed = r.best_search()
+    return f"{100 * removed:.1f}% (w={w:g})"
 
 
 def comparison_markdown(reports: Dict[str, "QualityReport"]) -> str:
@@ -354,6 +406,8 @@ def comparison_markdown(reports: Dict[str, "QualityReport"]) -> str:
                        f"{100 * r.error_reduction_at(PARTIAL_WEIGHT):.1f}%" if r.by_weight else "-"),
             ("error a perfect projection would remove (the clean sketch's latents)",
              lambda r: f"{100 * r.perfect_projection_reduction:.1f}%"),
+            ("error a perfect search would remove at its best weight (the clean sketch's neighbours)",
+             _best_search_cell),
             ("clean sketch's neighbours the rough sketch finds: parts / remainder",
              lambda r: f"{100 * r.shared_neighbours_parts:.0f}% / {100 * r.shared_neighbours_remainder:.0f}%"),
             ("stroke distance, w=1 / w=0 (px)",

@@ -619,6 +619,13 @@ w = 0.25, was chosen on 200 validation faces never used for it (`photo-data --fi
 the weight of the sweep at which projection beat none most often there. Even the best weight
 removes only a few percent of the rough sketches' error, a small part of what the
 perfect-projection row says there is to remove: the neighbours it blends are not this person's.
+The dotted line (and the sweep's last two rows) says so with a measurement: a *perfect search*,
+the rough sketch's latents blended at each weight with the clean sketch's own projection (its
+ten neighbours and their weights), which is projection as it would be if its search, started
+from the rough drawing, found the faces the clean drawing finds. From w = 0.5 up it removes
+about as much of the error as the target asks, or more. Projection itself would matter; what
+falls short is the search, which finds few of the clean sketch's neighbours for the parts (the
+shared-neighbours row).
 Generation keeps w = 1 as its default (the paper's full projection); the pad's sliders set
 any weight.
 
@@ -699,7 +706,9 @@ an eye left out, a scribbled mouth). Stroke distance (px, w = 0 / w = 1): {hand_
   error to remove: the perfect-projection row gives the error of the face from the clean sketch's
   own latents, where a perfect projection of the rough latents would land. Projection misses it
   because it searches around the rough latent: the shared-neighbours row says how few of the clean
-  sketch's ten neighbours the rough sketch's search finds, so the blend is other faces' parts.
+  sketch's ten neighbours the rough sketch's search finds, so the blend is other faces' parts;
+  with the clean sketch's neighbours the same blend would remove about as much as the target asks
+  (the perfect-search row).
   Denser banks help, slowly ("Feature banks, measured", above), and a denoising stage 1 makes
   it worse ("Encoders, measured"): banks far denser than the 30 MB allow would be needed.
 - The training sketches are extracted from photos and are broken and sparse; sketches drawn by
