@@ -2,11 +2,11 @@
 projection -> feature map -> image, every intermediate kept for inspection."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
