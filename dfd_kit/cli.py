@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .config import COMPONENTS
+from .config import COMPONENTS, PHOTO
 from .errors import DFDError, ParamsError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k", type=_k, default=None, help="neighbours for manifold projection (default: the model's)")
     for c in COMPONENTS:
         g.add_argument(f"--{c.replace('_', '-')}", dest=c, type=_weight, default=None, metavar="W",
-                       help=f"{c.replace('_', ' ')} weight in [0, 1]: 1 = plausible, 0 = as drawn (default 1)")
+                       help=f"{c.replace('_', ' ')} weight in [0, 1]: 1 = plausible, 0 = as drawn (default: the model's "
+                            f"blend_weight, {PHOTO.blend_weight:g} for the photo model, 1 for the others)")
     g.add_argument("--anchor", choices=("nearest", "official"), default="nearest",
                    help="neighbour order: 'official' reproduces the official code (default: nearest)")
     g.add_argument("--shadows", action="store_true", help="also write the shadow guidance image")

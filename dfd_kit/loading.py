@@ -172,6 +172,9 @@ def check_model_config(config: ModelConfig, source="config.json") -> ModelConfig
         if any(s >> n_enc < 1 for s in crops):
             problems.append(f"every crop must keep at least one pixel after nets.encoder_channels' {n_enc} halvings")
     whole("k", config.k, 2, 10_000)
+    w = config.blend_weight
+    if type(w) not in (int, float) or not 0.0 <= w <= 1.0:   # also rejects NaN, true and "1"
+        problems.append(f"blend_weight must be a number in [0, 1], not {w!r}")
     if problems:
         count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
         raise ParamsError(f"{source} holds values out of range ({count}):\n  "

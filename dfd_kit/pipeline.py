@@ -30,8 +30,6 @@ from .manifold import Projection, project_to_manifold, shadow_from_sum, shadow_w
 from .mapping import feature_decoder, paste_feature_maps
 from .synthesis import Generator, to_uint8_image
 
-DEFAULT_WEIGHTS = {c: 1.0 for c in COMPONENTS}
-
 #: Memory a shadow pass needs besides the sketch decoders' weights, with a margin: at full
 #: size shadows raised the peak by 0.3 GB in all (bench/bench_memory.py).
 SHADOW_WORKSPACE_BYTES = 512 << 20
@@ -73,9 +71,10 @@ class GenerationResult:
                                    feature_map=None, generator_output=None, image=None)
 
 
-def check_part_weights(part_weights) -> Dict[str, float]:
-    """Fill in defaults (1.0) and validate names and ranges."""
-    w = dict(DEFAULT_WEIGHTS)
+def check_part_weights(part_weights, default: float = 1.0) -> Dict[str, float]:
+    """Fill in ``default`` (a model's ``config.blend_weight``) for the components not given,
+    and validate names and ranges."""
+    w = {c: float(default) for c in COMPONENTS}
     for name, value in (part_weights or {}).items():
         if name not in w:
             raise ConfigError(f"unknown component {name!r} in part_weights; use {', '.join(COMPONENTS)}")
@@ -196,7 +195,7 @@ class DeepFaceDrawing:
         return {c: encode(self.encoders[c], x) for c, x in crops.items()}
 
     def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest") -> Dict[str, Projection]:
-        w = check_part_weights(part_weights)
+        w = check_part_weights(part_weights, self.config.blend_weight)
         bank = self.banks[check_sex(sex)]
         k = check_k(k, self.config.k, min(len(bank[c]) for c in latents), sex)
         return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
@@ -276,13 +275,14 @@ class DeepFaceDrawing:
                  shadows=True, keep_features=True) -> GenerationResult:
         """Run every stage on ``sketch`` (path, PIL image or array of any size and mode).
 
-        part_weights: {component: w in [0, 1]}, missing ones 1.0 (w=1 projects fully onto
-        the manifold, w=0 uses the drawing's own latent). sex: 'male' or 'female' (which
-        bank). k: neighbours (default: the model's). anchor: 'nearest' (default) or
-        'official' to reproduce the official neighbour order exactly.
+        part_weights: {component: w in [0, 1]}, missing ones the model's
+        ``config.blend_weight`` (w=1 projects fully onto the manifold, the official and cartoon
+        models' default; w=0 uses the drawing's own latent; the photo model's default lies
+        between). sex: 'male' or 'female' (which bank). k: neighbours (default: the model's).
+        anchor: 'nearest' (default) or 'official' to reproduce the official neighbour order exactly.
         shadows: also decode the shadow guidance. keep_features: keep the feature maps.
         """
-        w = check_part_weights(part_weights)
+        w = check_part_weights(part_weights, self.config.blend_weight)
         sex = check_sex(sex)
         k = check_k(k, self.config.k, min(len(self.banks[sex][c]) for c in COMPONENTS), sex)
         img = self.normalise(sketch)

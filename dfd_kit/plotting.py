@@ -759,7 +759,7 @@ _TRADEOFF_LABELS = {
 def plot_tradeoff(tradeoff, sketch: Optional[str] = None, title: Optional[str] = None) -> Figure:
     """Faithfulness (x) against realism (y, two panels: the latent's distance to the bank,
     the face's spectral distance to faces of real samples) as w goes from 0 (open circle)
-    to 1 (star: the default), from a :func:`dfd_kit.tradeoff.measure_tradeoff` sweep.
+    to 1 (star: full projection), from a :func:`dfd_kit.tradeoff.measure_tradeoff` sweep.
 
     sketch None: all components' weights at once, one line per sketch (freehand solid,
     clean dashed). sketch given: that sketch only, one line per group (all at once in
@@ -801,7 +801,7 @@ def plot_tradeoff(tradeoff, sketch: Optional[str] = None, title: Optional[str] =
     handles, labels = axes[0].get_legend_handles_labels()
     keep = [i for i, lab in enumerate(labels) if not lab.startswith("_")]
     marks = [plt.Line2D([], [], color="0.3", linestyle="none", **_W0_MARK, label="w = 0 (the drawing)"),
-             plt.Line2D([], [], color="0.3", linestyle="none", **_W1_MARK, label="w = 1 (the default)")]
+             plt.Line2D([], [], color="0.3", linestyle="none", **_W1_MARK, label="w = 1 (full projection)")]
     fig.legend([handles[i] for i in keep] + marks, [labels[i] for i in keep] + [m.get_label() for m in marks],
                loc="outside lower center", ncol=min(5, len(keep) + 2), fontsize=8, frameon=False)
     fig.suptitle(title or f"{tradeoff.model}: {what}", fontsize=11)
@@ -833,7 +833,7 @@ def plot_tradeoff_faces(tradeoff, sketch: str) -> Figure:
     show_image(axes[1, 0], np.where(lines, 0, 255).astype(np.uint8), "its lines")
     for j, w in enumerate(tradeoff.weights):
         face = tradeoff.faces[s, j]
-        show_image(axes[0, j + 1], face, f"w = {w:g}" + (" (default)" if w == 1 else ""))
+        show_image(axes[0, j + 1], face, f"w = {w:g}" + (" (default)" if w == tradeoff.blend_weight else ""))
         show_image(axes[1, j + 1], _line_overlay(lines, measures.face_edges(face)),
                    f"lines {tradeoff.faithfulness[s, gi, j]:.2f} px\nbank {tradeoff.latent[s, gi, j]:.2f}\n"
                    f"spectrum {tradeoff.spectral[s, gi, j]:.2f} dB")
@@ -976,7 +976,8 @@ def plot_projection_by_weight(report, target_wins: float = 0.7) -> Figure:
     rough ones) for scale and, dotted, a perfect search (the rough latents blended with the
     clean sketch's own projection: what projection could do if its search found the right
     faces); right, the share of faces where each weight beats w = 0. A curve that dips between
-    the ends says a step towards the manifold repairs more than a jump."""
+    the ends says a step towards the manifold repairs more than a jump. A model whose default
+    weight is not 1 (its ``blend_weight``) has it marked by a vertical line."""
     ws = sorted(report.by_weight, key=float)
     x = np.array([float(w) for w in ws])
     fig, axes = _grid(1, 2, panel=MAX_FIGURE_WIDTH / 2, extra_h=0.0)
@@ -992,6 +993,10 @@ def plot_projection_by_weight(report, target_wins: float = 0.7) -> Figure:
     if np.isfinite(report.mae_clean_unprojected):
         err.axhline(report.mae_clean_unprojected, color="grey", linestyle="--",
                     label="the clean sketch (a perfect projection)")
+    if report.blend_weight != 1.0:
+        for ax in (err, wins):
+            ax.axvline(report.blend_weight, color="0.35", linewidth=0.8, zorder=0,
+                       label=f"the model's default, w = {report.blend_weight:g}")
     err.set_xlabel("projection weight w (0 = the drawing's own latents)")
     err.set_ylabel("MAE against the true photo (0-255)")
     err.set_title(f"error on {report.n_faces} held-out faces", fontsize=9)

@@ -126,7 +126,7 @@ class Session:
         from .pipeline import GenerationResult, check_k, check_part_weights, check_sex
 
         m = self.model
-        w = check_part_weights(part_weights)
+        w = check_part_weights(part_weights, m.config.blend_weight)
         sex = check_sex(sex)
         k = check_k(k, m.config.k, min(len(m.banks[sex][c]) for c in COMPONENTS), sex)
         dirty, shadow_stale = set(self._dirty), set()

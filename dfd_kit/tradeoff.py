@@ -33,7 +33,7 @@ from .config import COMPONENTS, Layout
 from .examples import EXAMPLES_DIR, HAND_DRAWN_DIR, HardExample, hard_examples
 from .manifold import blend
 
-#: The grid of weights swept (w = 1 is the default every face is generated with).
+#: The grid of weights swept (w = 1 is full projection, the official and cartoon models' default).
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: The label of "every component's weight at once" among the groups of a sweep.
 ALL = "all"
@@ -129,6 +129,7 @@ class Tradeoff:
     sketches: List[np.ndarray]                   # (S,) the sketches, uint8 (size, size)
     faces: np.ndarray                            # (S, W, size, size, 3) all components at each weight
     reference_spread: Dict[str, float] = field(default_factory=dict)  # group -> faces of real samples' own
+    blend_weight: float = 1.0                    # the model's default weight (config.blend_weight)
 
     @property
     def clean(self) -> np.ndarray:
@@ -251,7 +252,8 @@ def measure_tradeoff(model, examples: Sequence, weights: Sequence[float] = WEIGH
               for g in groups}
     name = name or Path(str(getattr(model, "source", "") or "model")).name
     return Tradeoff(name, [e.name for e in examples],
-                    [e.sex for e in examples], weights, groups, faith, latent, spectral, sketches, faces, spread)
+                    [e.sex for e in examples], weights, groups, faith, latent, spectral, sketches, faces, spread,
+                    model.config.blend_weight)
 
 
 __all__ = ["ALL", "CLEAN", "SMALL", "WEIGHTS", "Reference", "Tradeoff", "is_clean", "measure_boxes",

@@ -259,8 +259,8 @@ class DrawingPad(W.VBox):
 
         self.weight_sliders: Dict[str, W.FloatSlider] = {}
         for c in COMPONENTS:
-            sl = W.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description=_NICE[c],
-                               continuous_update=False, style={"description_width": "75px"},
+            sl = W.FloatSlider(value=self.model.config.blend_weight, min=0.0, max=1.0, step=0.05,
+                               description=_NICE[c], continuous_update=False, style={"description_width": "75px"},
                                layout=W.Layout(width="310px"))
             sl.observe(lambda ch, c=c: self._on_weight(c), "value")
             self.weight_sliders[c] = sl

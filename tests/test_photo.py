@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dfd_kit
-from dfd_kit.config import PARTS, PHOTO_LAYOUT
+from dfd_kit.config import PARTS, PHOTO, PHOTO_LAYOUT
 from dfd_kit.data import SEXES, load_samples
 from dfd_kit.errors import DataError
 
@@ -165,8 +165,12 @@ def test_load_names_the_bundled_models_and_defaults_to_the_photo_model():
     model = dfd_kit.load(shadows=False)
     assert Path(model.source).resolve() == dfd_kit.PHOTO_PARAMS.resolve()
     assert model.layout == PHOTO_LAYOUT
+    # the shipped config.json is the recipe's: the photo model's partial default weight included
+    assert model.config == PHOTO and 0 < PHOTO.blend_weight < 1
     for name in ("cartoon", "demo"):
-        assert Path(dfd_kit.load(name, shadows=False).source).resolve() == dfd_kit.DEMO_PARAMS.resolve()
+        cartoon = dfd_kit.load(name, shadows=False)
+        assert Path(cartoon.source).resolve() == dfd_kit.DEMO_PARAMS.resolve()
+        assert cartoon.config.blend_weight == 1.0
 
 
 def test_the_photo_model_fits_its_30_mb_and_draws_a_face_from_a_hand_drawn_sketch():

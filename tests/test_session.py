@@ -89,3 +89,25 @@ def test_a_pinned_stage_holds_and_a_failed_update_commits_nothing(session, demo_
     assert session.result is before
     with pytest.raises(ConfigError, match="unknown stage"):
         session.freeze("synthesis", "mouth")
+
+
+def test_weights_left_out_take_the_models_default(demo_model, demo_sketch):
+    """A model's ``config.blend_weight`` fills in the weights the caller leaves out, in
+    generate and in the session alike; the weights given are kept."""
+    import copy
+    from dataclasses import replace
+
+    from dfd_kit.session import Session
+
+    half = copy.copy(demo_model)
+    half.config = replace(demo_model.config, blend_weight=0.5)
+    res = half.generate(demo_sketch, {"mouth": 1.0}, shadows=False)
+    given = {**{c: 0.5 for c in COMPONENTS}, "mouth": 1.0}
+    assert res.part_weights == given
+    np.testing.assert_array_equal(res.image, demo_model.generate(demo_sketch, given, shadows=False).image)
+    full = demo_model.generate(demo_sketch, shadows=False)
+    assert full.part_weights == {c: 1.0 for c in COMPONENTS}
+    assert np.abs(res.image.astype(int) - full.image).mean() > 0.5, "the default weight moved the face"
+    s = Session(half)
+    s.update(demo_sketch, {"mouth": 1.0})
+    np.testing.assert_array_equal(s.result.image, res.image)

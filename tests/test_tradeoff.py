@@ -1,6 +1,7 @@
 """Notebook 07's measures and sweep (dfd_kit.measures, dfd_kit.tradeoff, plotting's 07 section)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -81,7 +82,10 @@ def test_line_distance_ranks_the_face_generated_from_the_sketch_above_one_from_a
     model = dfd_kit.load("photo", shadows=False)
     sk = {e.name: e for e in tradeoff_sketches(model.layout)}
     pairs = [("hand1_male", "hand2_female"), ("hand2_female", "hand1_male")]
-    faces = {n: model.generate(sk[n].sketch, sex=sk[n].sex, shadows=False, keep_features=False).image
+    # at w = 0, where the face should follow its own strokes (between the ends the photo model's
+    # faces of these two drawings lie about as far from either's lines)
+    faces = {n: model.generate(sk[n].sketch, {c: 0.0 for c in dfd_kit.COMPONENTS}, sex=sk[n].sex, shadows=False,
+                               keep_features=False).image
              for n in {n for p in pairs for n in p}}
     for mine, other in pairs:
         assert measures.line_distance(sk[mine].sketch, faces[mine]) < measures.line_distance(sk[mine].sketch,
@@ -183,7 +187,7 @@ def test_the_tradeoff_figure_labels_its_axes_and_marks_the_default(sweep):
             stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
             assert len(stars) == n_lines                           # one default per line
         legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
-        assert "w = 1 (the default)" in legend and "w = 0 (the drawing)" in legend
+        assert "w = 1 (full projection)" in legend and "w = 0 (the drawing)" in legend
     fig = dp.plot_tradeoff(sweep)
     stars = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "*"]
     assert [float(ln.get_xdata()[0]) for ln in stars] == pytest.approx(list(sweep.faithfulness[:, 0, -1]))
@@ -196,7 +200,11 @@ def test_the_faces_figure_shows_the_sketch_and_a_face_and_an_overlay_per_weight(
     fig = dp.plot_tradeoff_faces(sweep, "hand1_male")
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 2 * (1 + len(sweep.weights))
-    assert "w = 1 (default)" in titles and "w = 0" in titles
+    assert sweep.blend_weight == 1.0 and "w = 1 (default)" in titles and "w = 0" in titles
+    # a model whose default is another weight of the sweep has that one marked instead
+    other = [ax.get_title() for ax in dp.plot_tradeoff_faces(dataclasses.replace(sweep, blend_weight=0.0),
+                                                              "hand1_male").axes]
+    assert other.count("w = 0 (default)") == 1 and "w = 1 (default)" not in other
     assert sum(t.startswith("lines ") and " px" in t for t in titles) == len(sweep.weights)
 
 

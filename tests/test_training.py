@@ -5,6 +5,7 @@ tiny config and batch size; the first run of this file is slower than the next o
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -214,6 +215,22 @@ def test_stage1_resumed_after_a_kill_matches_an_uninterrupted_run(data_dir, data
     ck_b = checkpoints.load_checkpoint(b.checkpoint)
     for ma, mb in zip(ck_a["optimizers"]["adam"]["m"][0], ck_b["optimizers"]["adam"]["m"][0]):
         np.testing.assert_array_equal(ma, mb)
+
+
+def test_a_run_resumes_when_only_the_default_blend_weight_changed(tmp_path):
+    """blend_weight is a default for generation that training never reads: a run begun before a
+    recipe changed it goes on and records the new one; any other change is refused."""
+    from dfd_kit.training.checkpoints import read_model_config, write_model_config
+
+    older = json.loads(TINY.to_json())
+    del older["blend_weight"]                 # a run folder written before the field existed
+    assert ModelConfig.from_dict(older) == TINY and TINY.blend_weight == 1.0
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    half = dataclasses.replace(TINY, blend_weight=0.5)
+    assert write_model_config(tmp_path, half) == half and read_model_config(tmp_path) == half
+    assert ModelConfig.from_dict(json.loads(half.to_json())) == half
+    with pytest.raises(dfd_kit.errors.ConfigError, match="another model config"):
+        write_model_config(tmp_path, dataclasses.replace(half, k=TINY.k + 1))
 
 
 def test_ctrl_c_finishes_the_step_saves_and_a_rerun_resumes_bit_for_bit(data_dir, data, tmp_path):
@@ -692,6 +709,7 @@ class _OracleModel:
         from dfd_kit.data import load_pair, load_samples
 
         self.layout = layout
+        self.config = dataclasses.replace(TINY, layout=layout)   # blend_weight 1: w = 1 is what it answers
         self.pairs = [load_pair(s, layout) for s in load_samples(data_dir)]
 
     def photo(self, i: int, true: bool) -> np.ndarray:
@@ -704,7 +722,7 @@ class _OracleModel:
 
         # a degraded sketch still lies closest to its own clean sketch
         i = int(np.argmin([np.abs(sk.astype(int) - sketch).sum() for sk, _ in self.pairs]))
-        w = check_part_weights(part_weights)
+        w = check_part_weights(part_weights, self.config.blend_weight)
         clean = np.array_equal(self.pairs[i][0], sketch)
         rows = np.array([0, 1, 2, 3] if clean else [0, 1, 8, 9])
         latent, projected = np.full(2, i + (0.0 if clean else 0.5)), np.full(2, i + (0.0 if clean else 0.25))
@@ -720,10 +738,42 @@ class _OracleModel:
         return res
 
 
+def test_quality_measures_a_named_heldout_set_as_it_is_and_updates_only_its_own_card(data_dir, tmp_path,
+                                                                                       monkeypatch):
+    """Validation faces built with other settings are measured, not rebuilt to the recipe's
+    (which would refuse them); measurements written elsewhere leave the model's card alone."""
+    from dfd_kit.training import quality, recipes
+
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "config.json").write_text(TINY.to_json())           # not the photo layout: facesjs data
+    card = params / "MODEL_CARD.md"
+    card.write_text("<!-- quality:start -->\nold\n<!-- quality:end -->\n")
+    built, measured = [], []
+    monkeypatch.setattr(recipes, "ensure_facesjs_data", lambda d, *a: built.append(str(d)))
+    model = _OracleModel(data_dir, TINY.layout)
+    real = quality.evaluate_quality
+
+    def measure(params_dir, heldout_dir, train_dir, figures_dir=None, **kw):
+        measured.append(str(heldout_dir))    # (the faces of data_dir stand in for any held-out set)
+        return real(params_dir, data_dir, train_dir, figures_dir, n_faces=2, n_figure=1, progress=False,
+                    model=model)
+
+    monkeypatch.setattr(quality, "evaluate_quality", measure)
+    recipes.measure_quality(params, data=data_dir, heldout=data_dir, figures=tmp_path / "val", progress=False)
+    assert built == [str(data_dir)] and measured == [str(data_dir)]   # the training set only: held-out as it is
+    assert (tmp_path / "val" / "quality.json").is_file() and "old" in card.read_text()
+    recipes.measure_quality(params, data=data_dir, heldout=tmp_path / "missing", progress=False)
+    assert built[1:] == [str(data_dir), str(tmp_path / "missing")]    # a missing one is built
+    assert measured[1:] == [str(tmp_path / "missing")]
+    assert "old" not in card.read_text() and "| ratio |" in card.read_text()
+
+
 def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     from dfd_kit.data import load_pair, load_samples
     from dfd_kit.errors import DataError
-    from dfd_kit.training.quality import evaluate_quality, mean_face, read_report, update_model_card, write_report
+    from dfd_kit.training.quality import (PARTIAL_WEIGHT, evaluate_quality, mean_face, read_report,
+                                          update_model_card, write_report)
 
     model = _OracleModel(data_dir, TINY.layout)
     r = evaluate_quality(None, data_dir, data_dir, tmp_path, n_faces=6, n_figure=2, progress=False, model=model)
@@ -758,7 +808,9 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert "| rough sketches, a perfect search: error removed | 0.0% | 0.0% | 0.0% | 0.0% | 100.0% |" in r.markdown()
     assert "at its best weight (w=1): error removed | 100.0% |" in r.markdown()
     assert r.error_reduction_at(0.25) == pytest.approx(0.0, abs=1e-12) and r.error_reduction_at(1.0) == 1.0
-    assert "| degraded sketches where partial projection (w=0.25) beats none | 0.0% | >= 70% | **no** |" in r.markdown()
+    assert (f"| degraded sketches where partial projection (w={PARTIAL_WEIGHT:g}, the photo model's default) beats "
+            "none | 0.0% | >= 70% | **no** |") in r.markdown()
+    assert r.blend_weight == 1.0 and "(0-255; clean sketches, the model's default w=1) | 0.00 |" in r.markdown()
     assert "| rough sketches: projection beats none | 0.0% | 0.0% | 0.0% | 0.0% | 100.0% |" in r.markdown()
     for name in ("heldout", "projection", "projection_weights"):
         assert Image.open(r.figures[name]).size[0] > 200
@@ -772,15 +824,32 @@ def test_quality_of_a_model_that_answers_the_true_photo(data_dir, tmp_path):
     assert list(search_mae) == [r.by_weight[w]["rough_search_mae"] for w in r.by_weight]
     assert list(fig.axes[1].lines[0].get_xdata()) == [0.25, 0.5, 0.75, 1.0]
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.0, 0.0, 0.0, 100.0]
+    # a model whose default weight is partial generates below w = 1 (the oracle's brightened photo),
+    # but a perfect search at w = 1 is still the clean sketch's projected face, the true photo
+    model.config = dataclasses.replace(model.config, blend_weight=0.5)
+    p = evaluate_quality(None, data_dir, data_dir, None, n_faces=6, progress=False, model=model)
+    assert p.blend_weight == 0.5 and p.mae_generated == pytest.approx(p.mae_clean_unprojected)
+    assert p.mae_generated > 0
+    assert p.by_weight["1"] == r.by_weight["1"] and p.best_search() == (1.0, 1.0)
+    # the summary says what the default weight does, the figure marks it
+    half = dataclasses.replace(r, blend_weight=0.5)
+    assert half.weight_summary().endswith("; at the model's default w = 0.5: 0.0% of the rough sketches' error "
+                                          "removed, projection beats none for 0% of the degraded ones")
+    marked = plot_projection_by_weight(half)
+    for ax, plain in zip(marked.axes, fig.axes):
+        assert len(ax.lines) == len(plain.lines) + 1
+        assert [list(line.get_xdata()) for line in ax.lines].count([0.5, 0.5]) == 1
     # a report written before the perfect search was measured still reads and draws, without it
-    import dataclasses
-
     older = dataclasses.replace(r, by_weight={w: {k: v for k, v in m.items() if k != "rough_search_mae"}
                                               for w, m in r.by_weight.items()})
     assert not older.has_perfect_search and "perfect search" not in older.markdown()
     assert len(plot_projection_by_weight(older).axes[0].lines) == len(fig.axes[0].lines) - 1
     assert len(json.loads(write_report(r, tmp_path / "q.json").read_text())["per_face"]["generated"]) == 6
     assert read_report(tmp_path / "q.json") == r      # the card's figures can be drawn again from its json
+    before = json.loads((tmp_path / "q.json").read_text())
+    del before["blend_weight"]                          # written before models had a default weight
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    assert read_report(tmp_path / "before.json") == r   # measured at w = 1, as every model then generated
     # the oracle answers the true photo at w = 1 only (also for rough sketches), 10 levels off below it
     assert r.weight_summary() == ("rough sketches: error 10.00 at w = 0, 0.00 at w = 1, lowest 0.00 at w = 1 "
                                   "(100.0% removed); with a perfect search 0.00 at w = 1 (100.0% removed); "

@@ -137,8 +137,13 @@ def edit_config(root, change):
     (lambda c: c["nets"].update(decoder_channels=[96, 64]), "nets.decoder_channels must have one width more"),
     (lambda c: c["nets"].update(encoder_channels=[16, 0, 48, 64, 96]), r"nets.encoder_channels\[1\]"),
     (lambda c: c["nets"].update(n_downsample=40), "nets.n_downsample must be a whole number from 0 to 8"),
+    (lambda c: c.update(blend_weight=1.5), r"blend_weight must be a number in \[0, 1\], not 1.5"),
+    (lambda c: c.update(blend_weight="0.5"), r"blend_weight must be a number in \[0, 1\], not '0.5'"),
+    (lambda c: c.update(blend_weight=True), r"blend_weight must be a number in \[0, 1\], not True"),
+    (lambda c: c.update(blend_weight=float("nan")), r"blend_weight must be a number in \[0, 1\], not nan"),
 ], ids=["negative size", "huge size", "box outside", "box size", "nose rows", "paste order", "k zero",
-        "k string", "latent", "decoder list", "zero width", "downsample"])
+        "k string", "latent", "decoder list", "zero width", "downsample", "weight above 1", "weight string",
+        "weight bool", "weight nan"])
 def test_out_of_range_config_values_are_named(params_copy, change, says):
     edit_config(params_copy, change)
     with pytest.raises(ParamsError, match=says) as e:

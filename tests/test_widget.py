@@ -53,6 +53,19 @@ def test_starts_with_a_face_for_the_blank_page(pad):
     assert pad.latency > 0 and "ms" in pad.status.value
 
 
+def test_the_sliders_start_at_the_models_default_weight(demo_model):
+    import copy
+    from dataclasses import replace
+
+    from dfd_kit.widgets import DrawingPad
+
+    quarter = copy.copy(demo_model)
+    quarter.config = replace(demo_model.config, blend_weight=0.25)
+    pad = DrawingPad(quarter, generate=False)
+    assert pad.part_weights == {c: 0.25 for c in COMPONENTS}
+    assert DrawingPad(demo_model, generate=False).part_weights == {c: 1.0 for c in COMPONENTS}
+
+
 def test_mouse_stroke_lands_scaled_in_the_sketch(pad):
     generated = pad.stats["generated"]
     send(pad, "mouse_down", x=100, y=300)

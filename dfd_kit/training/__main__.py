@@ -120,9 +120,11 @@ def _run(argv=None) -> int:
     q.add_argument("--data", default=None, help="training set, the mean-face baseline (default: the model's own "
                                                 "kind, data/facesjs_train or data/photo_faces)")
     q.add_argument("--heldout", default=None, help="held-out set, built if missing (default: data/facesjs_heldout "
-                                                   "or data/photo_faces_heldout)")
+                                                   "or data/photo_faces_heldout); a folder that holds a data set "
+                                                   "already is measured as it is")
     q.add_argument("--n-faces", type=int, default=None, help="use only the first N held-out faces")
-    q.add_argument("--figures", default=None, help="where figures and quality.json go (default: --params)")
+    q.add_argument("--figures", default=None, help="where figures and quality.json go (default: --params, whose "
+                                                   "model card is then updated)")
     q.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("geometry", help="before stage 2: where projection takes held-out degraded and rough "
                                         "sketches' latents, against their clean sketches' (stage-1 encoders)")

@@ -21,7 +21,7 @@ import dfd_kit  # noqa: F401  -- configures Jittor's environment before its impo
 import jittor as jt
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import ModelConfig, replace
 from ..errors import ConfigError
 from .parallel import is_main
 
@@ -198,14 +198,17 @@ def _read_pickle_checkpoint(path: Path) -> dict:
 
 
 def write_model_config(out_dir, config: ModelConfig) -> ModelConfig:
-    """Record the model config in ``out_dir/config.json``; an existing one must match."""
+    """Record the model config in ``out_dir/config.json``; an existing one must match, except
+    for ``blend_weight``: a default for generation that training never reads, so a run begun
+    before a recipe changed it resumes and records the new one."""
     path = Path(out_dir) / "config.json"
     if path.exists():
         old = ModelConfig.from_dict(json.loads(path.read_text()))
-        if old != config:
+        if replace(old, blend_weight=config.blend_weight) != config:
             raise ConfigError(f"{path} describes another model config than this run's: resume with the "
                               "same config, or use a new output folder")
-        return old
+        if old == config:
+            return old
     if is_main():
         from ..loading import atomic_write
 

@@ -500,6 +500,7 @@ def _lr_schedule(stage2: dict) -> str:
 def write_photo_model_card(params_dir, summary: dict, heldout_dir=PHOTO_HELDOUT) -> Path:
     """Params/photo/MODEL_CARD.md from the photo recipe's summary; :func:`measure_quality`
     fills the metrics between the quality markers."""
+    from ..config import PHOTO
     from ..data.stylegan import FFHQ_CROP, PHOTO_SKETCH, RANDOM_FACE, TRUNCATION
     from .quality import CARD_END, CARD_START, HELDOUT_FACES
 
@@ -614,10 +615,14 @@ On this model the error against the true photo is lowest between the ends, not a
 w = 1 every part is replaced by a blend of other people's parts, found by searching near the
 rough drawing; a partial weight keeps most of what the drawing says and pulls it only part of
 the way towards those real samples, and an average of two guesses that err in different
-directions can lie nearer the truth than either. The partial weight of the Metrics table,
-w = 0.25, was chosen on 200 validation faces never used for it (`photo-data --first 2000000`):
-the weight of the sweep at which projection beat none most often there. Even the best weight
-removes only a few percent of the rough sketches' error, a small part of what the
+directions can lie nearer the truth than either. So this model's default weight is
+w = {PHOTO.blend_weight:g} (`blend_weight` in its `config.json`): generation, the command line and the pad's
+sliders start there when no weight is given, and the Metrics table's partial-projection rows
+measure it (a vertical line marks it in the figure). It was chosen on 200 validation faces never
+used for this card (`photo-data --first 2000000 --n 200 --out data/photo_faces_val`, measured by
+`quality --params Params/photo --heldout data/photo_faces_val --figures <another folder>`): of the
+sweep's weights, the one with the lowest error there on both the degraded and the rough sketches.
+Even the best weight removes only a few percent of the rough sketches' error, a small part of what the
 perfect-projection row says there is to remove: the neighbours it blends are not this person's.
 The dotted line (and the sweep's last two rows) says so with a measurement: a *perfect search*,
 the rough sketch's latents blended at each weight with the clean sketch's own projection (its
@@ -626,8 +631,8 @@ from the rough drawing, found the faces the clean drawing finds. From w = 0.5 up
 about as much of the error as the target asks, or more. Projection itself would matter; what
 falls short is the search, which finds few of the clean sketch's neighbours for the parts (the
 shared-neighbours row).
-Generation keeps w = 1 as its default (the paper's full projection); the pad's sliders set
-any weight.
+The official and cartoon models keep w = 1, full projection, as their default; any weight can be
+set per component, in the pad, on the command line or in code.
 
 ## Feature banks, measured
 
@@ -698,9 +703,9 @@ an eye left out, a scribbled mouth). Stroke distance (px, w = 0 / w = 1): {hand_
 - **Manifold projection barely lowers the error** (Metrics), though stage 2 saw only the latents
   of clean sketches, as in the paper: at w = 1, on rough sketches it wins for about half of the
   faces and removes about 1% of the error (the target is 10%), and on mildly degraded ones it wins
-  for fewer than half (the target is 70%). A partial projection (w = 0.25, "Projection by
-  weight") wins for most faces of both kinds, but the most error any weight removes is a few
-  percent, not 10%. It does what the paper says it does, fill in a part left
+  for fewer than half (the target is 70%). This model's default, a partial projection
+  (w = {PHOTO.blend_weight:g}, "Projection by weight"), wins for most faces of both kinds, but the most error any
+  weight removes is a few percent, not 10%. It does what the paper says it does, fill in a part left
   out and tidy a scribbled one (`projection.png`), but the repaired part is a plausible one, not
   the true face's, and on average that costs about as much error as the repair saves. There was
   error to remove: the perfect-projection row gives the error of the face from the clean sketch's
@@ -784,13 +789,21 @@ def data_source(params) -> str:
     return "stylegan" if layout == PHOTO_LAYOUT else "facesjs"
 
 
+def _built(folder) -> bool:
+    """Whether ``folder`` was named and already holds a data set."""
+    return folder is not None and (Path(folder) / "samples.csv").is_file()
+
+
 def measure_quality(params, data=None, heldout=None, n_faces: Optional[int] = None, figures=None,
                     progress: bool = True) -> None:
     """The recipes' last step and the ``quality`` subcommand: measure the model in ``params``
     on held-out faces (:mod:`dfd_kit.training.quality`; only the first ``n_faces`` if given),
     write figures and quality.json to ``figures`` (default ``params``), fill in its model
-    card's metrics and print them. The data sets default to the model's own kind (facesjs or
-    StyleGAN faces) and are built if missing."""
+    card's metrics (only when they go to ``params``: measurements elsewhere, e.g. on validation
+    faces, leave the card alone) and print them. The data sets default to the model's own kind
+    (facesjs or StyleGAN faces) and are built if missing; a held-out folder named that already
+    holds a data set is measured as it is, whatever it was built with (validation faces:
+    ``photo-data --first 2000000 --n 200``)."""
     from ..config import DEMO
     from .quality import (HELDOUT_FACES, HELDOUT_SEED, comparison_markdown, evaluate_quality, update_model_card,
                           write_report)
@@ -800,13 +813,17 @@ def measure_quality(params, data=None, heldout=None, n_faces: Optional[int] = No
     if data_source(params) == "stylegan":
         from ..data.stylegan import HELDOUT_FIRST
 
-        data, heldout = data or PHOTO_DATA, heldout or PHOTO_HELDOUT
+        data = data or PHOTO_DATA
         ensure_stylegan_data(data, PHOTO_FACES, 0, progress)
-        ensure_stylegan_data(heldout, HELDOUT_FACES, HELDOUT_FIRST, progress)
+        if not _built(heldout):
+            heldout = heldout or PHOTO_HELDOUT
+            ensure_stylegan_data(heldout, HELDOUT_FACES, HELDOUT_FIRST, progress)
     else:
-        data, heldout = data or DEMO_DATA, heldout or "data/facesjs_heldout"
+        data = data or DEMO_DATA
         ensure_facesjs_data(data, DEMO_FACES, 0, DEMO.layout, progress)
-        ensure_facesjs_data(heldout, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
+        if not _built(heldout):
+            heldout = heldout or "data/facesjs_heldout"
+            ensure_facesjs_data(heldout, HELDOUT_FACES, HELDOUT_SEED, DEMO.layout, progress)
     report = evaluate_quality(params, heldout, data, out, n_faces=n_faces, progress=progress)
     extra = ""
     if data_source(params) == "stylegan":
@@ -818,7 +835,7 @@ def measure_quality(params, data=None, heldout=None, n_faces: Optional[int] = No
                      + comparison_markdown({"this model": report, "cartoon model": other}))
             write_report(other, out / "quality_cartoon.json")
     write_report(report, out / "quality.json")
-    card = update_model_card(params / "MODEL_CARD.md", report, extra)
+    card = out.resolve() == params.resolve() and update_model_card(params / "MODEL_CARD.md", report, extra)
     print(report.markdown())
     if extra:
         print(extra)
