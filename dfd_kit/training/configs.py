@@ -93,7 +93,8 @@ class Stage2Config(RunConfig):
     augmented before encoding, and with ``project_prob`` each component's latent is
     replaced by its manifold projection (K = ``project_k`` or the model's k, the sample's
     own bank row left out) blended with weight w ~ U(0, 1) -- what the decoders will see
-    at inference, where every part weight defaults to 1 (so half of the samples).
+    at inference, where every part weight defaults to the model's ``blend_weight`` (so
+    half of the samples).
 
     Learning rate: ``lr`` throughout, or, with ``lr_decay_start``, falling linearly to 0
     from that step to ``steps`` (:meth:`lr_at`).
