@@ -308,7 +308,7 @@ def evaluate_quality(params_dir, heldout_dir, train_dir, figures_dir=None, n_fac
             model.generate(sketch, ALL_OFF, sex=s.sex, shadows=False, keep_features=False).image, photo))
         # the clean sketch's face at w = 1, where a perfect search of the rough sketch lands at w = 1
         # (the face above when the model's default weight is 1)
-        full = gen if all(v == 1.0 for v in clean.part_weights.values()) else model.render(
+        full = gen if clean.part_weights == ALL_ON else model.render(
             clean.with_vectors({c: p.projected for c, p in clean.projections.items()}), keep_features=False).image
         per["clean_projected"].append(mean_absolute_error(full, photo))
         per["mean_face"].append(mean_absolute_error(base, photo))
