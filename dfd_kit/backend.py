@@ -816,11 +816,12 @@ def warm_up(model=None, progress: bool = True):
 
     try:
         crops = model.crop(model.normalise(sketch))
-        latents = {}
+        latents, queries = {}, {}
         for c in COMPONENTS:
             latents.update(model.encode({c: crops[c]}))
+            queries.update(model.encode_queries({c: crops[c]}))
             step()
-        projections = model.project(latents)
+        projections = model.project(latents, queries=queries)
         if shadows:
             for c in COMPONENTS:
                 model.shadow(c, projections[c], "male")

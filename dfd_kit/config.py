@@ -125,6 +125,10 @@ class ModelConfig:
     # pad's sliders, the command line). 1 is the paper's full projection; a kit model whose
     # faces come out nearer the truth at a partial weight on validation faces records it here.
     blend_weight: float = 1.0
+    # True where the model has a query encoder per component (AE_whole/latest_net_query_encoder_*):
+    # manifold projection then searches from where it puts a rough drawing, not from the raw
+    # latent (dfd_kit.manifold). The official models have none.
+    query_encoders: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -136,7 +140,8 @@ class ModelConfig:
                         boxes={k: Box(**v) for k, v in lay["boxes"].items()},
                         paste_order=tuple(lay.get("paste_order", Layout.paste_order)))
         nets = NetworkConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["nets"].items()})
-        return ModelConfig(layout=layout, nets=nets, k=d.get("k", 15), blend_weight=d.get("blend_weight", 1.0))
+        return ModelConfig(layout=layout, nets=nets, k=d.get("k", 15), blend_weight=d.get("blend_weight", 1.0),
+                           query_encoders=d.get("query_encoders", False))
 
 
 OFFICIAL = ModelConfig()

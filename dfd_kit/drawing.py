@@ -334,16 +334,19 @@ def stroke_faces(model, sketches: Sequence[np.ndarray], part_weights, sex: str, 
     from .components import components_touched
     from .pipeline import GenerationResult
 
-    prev, crops, latents, proj, cache, face = None, {}, {}, {}, {}, None
+    prev, crops, latents, queries, proj, cache, face = None, {}, {}, {}, {}, {}, None
     for sketch in sketches:
         touched = set(COMPONENTS) if prev is None else components_touched(prev, sketch, model.layout)
         if touched:
             new = model.crop(sketch)
             todo = {c: new[c] for c in COMPONENTS if c in touched}
             latents.update(model.encode(todo))
+            queries.update(model.encode_queries(todo))
             crops.update(todo)
-            proj.update(model.project({c: latents[c] for c in COMPONENTS if c in touched}, part_weights, sex, k))
-            res = GenerationResult(sketch, dict(crops), dict(latents), dict(proj), dict(part_weights), sex, k)
+            proj.update(model.project({c: latents[c] for c in COMPONENTS if c in touched}, part_weights, sex, k,
+                                      queries=queries))
+            res = GenerationResult(sketch, dict(crops), dict(latents), dict(proj), dict(part_weights), sex, k,
+                                   queries=dict(queries))
             face = model.render(res, keep_features=False, cache=cache).image
         prev = sketch
         yield face

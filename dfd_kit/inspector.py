@@ -359,7 +359,8 @@ class ManifoldMap:
     """The manifold map of a pad (``pad.manifold_map``; shown by its "manifold map" toggle).
 
     The shown component's bank (the pad's sex) in 2-D, the drawing's latent as a star, its
-    K neighbours ringed, the projected point as a cross. Click a point (or call
+    K neighbours ringed, the projected point as a cross (and, for a model with query encoders,
+    where the search for the neighbours started). Click a point (or call
     :meth:`select`) to see that sample decoded; :meth:`use_selected` ("use it") puts it in
     place of the component; :meth:`back_to_drawing` undoes that."""
 
@@ -397,12 +398,17 @@ class ManifoldMap:
                                                lw=0.8, zorder=11, label="projected")
         self.latent_point = self.ax.scatter([], [], s=320, marker="*", c="k", edgecolors="white", lw=1.4,
                                             zorder=12, label="your drawing")
+        # a model with query encoders searches from where they put the drawing, not from the star
+        self.query_point = self.ax.scatter([], [], s=150, marker="P", c="tab:blue", edgecolors="white", lw=0.8,
+                                           zorder=12, label="search starts" if pad.model.query_encoders
+                                           else "_nolegend_")
         self.ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
         # Blitting: a full draw (the bank's thousands of points, axes, legend) happens only
         # the first time a bank is shown or when the browser asks; after a stroke only the
         # marks are drawn again over that bank's saved background, a few milliseconds
         # instead of a few tenths.
-        self._marks = (self.neighbour_points, self.selected_point, self.projected_point, self.latent_point)
+        self._marks = (self.neighbour_points, self.selected_point, self.projected_point, self.latent_point,
+                       self.query_point)
         for a in self._marks:
             a.set_animated(True)
         self._backgrounds: Dict[Tuple[str, str], object] = {}   # (sex, component) -> saved pixels
@@ -458,6 +464,7 @@ class ManifoldMap:
         self.neighbour_points.set_offsets(bm.xy[proj.neighbours])
         self.projected_point.set_offsets(bm.place(proj.projected)[None])
         self.latent_point.set_offsets(bm.place(res.latents[c])[None])
+        self.query_point.set_offsets(bm.place(res.queries[c])[None] if c in res.queries else np.zeros((0, 2)))
         self.selected_point.set_offsets(bm.xy[[self.selected]] if self.selected is not None else np.zeros((0, 2)))
         self.back_button.disabled = ("projection", c) not in pad.frozen
         self._blit()

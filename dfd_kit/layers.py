@@ -28,6 +28,9 @@ class Norm2d(nn.Module):
                  eps: float = 1e-5, momentum: float = 0.1):
         assert stats in ("running", "sample")
         self.stats, self.eps, self.momentum = stats, eps, momentum
+        # True: the stored running statistics even while training (fine-tuning a trained
+        # network whose normalisation must stay what it was; dfd_kit.training.query)
+        self.frozen = False
         self.weight = jt.ones(channels)
         self.bias = jt.zeros(channels)
         if track_running:
@@ -46,7 +49,7 @@ class Norm2d(nn.Module):
         if self.stats == "sample":
             mean = self.spatial_mean(x)
             return mean, self.spatial_mean((x - mean) ** 2)
-        if self.is_training():
+        if self.is_training() and not self.frozen:
             mean = self.spatial_mean(x).mean(dim=0, keepdims=True)
             var = self.spatial_mean((x - mean) ** 2).mean(dim=0, keepdims=True)
             n = x.shape[0] * x.shape[2] * x.shape[3]

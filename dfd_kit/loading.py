@@ -3,6 +3,8 @@
 Layout (official release, and the kit's demo model, which adds ``config.json``)::
 
     Params/AE_whole/latest_net_encoder_{part}.pkl          component encoders
+    Params/AE_whole/latest_net_query_encoder_{part}.pkl    query encoders (a kit model whose
+                                                           config.json sets query_encoders)
     Params/AE_whole/latest_net_decoder_{part}_image.pkl    component sketch decoders (they draw
                                                            only the shadows; the demo stores
                                                            them as int8, see quantize_checkpoint)
@@ -53,9 +55,11 @@ HOW_TO_GET_WEIGHTS = (
 # ---------------------------------------------------------------- file names
 
 def checkpoint_file(kind: str, component: str) -> str:
-    """Relative path of one network's checkpoint. kind: encoder | sketch_decoder | feature_decoder."""
+    """Relative path of one network's checkpoint. kind: encoder | query_encoder |
+    sketch_decoder | feature_decoder."""
     p = OFFICIAL_NAMES[component]
     return {"encoder": f"AE_whole/latest_net_encoder_{p}.pkl",
+            "query_encoder": f"AE_whole/latest_net_query_encoder_{p}.pkl",
             "sketch_decoder": f"AE_whole/latest_net_decoder_{p}_image.pkl",
             "feature_decoder": f"Combine/latest_net_DE_{p}.pkl"}[kind]
 
@@ -67,11 +71,14 @@ def bank_file(component: str, sex: str) -> str:
     return f"AE_whole/{_BANK_PREFIX[sex]}_{OFFICIAL_NAMES[component]}_feature.bin"
 
 
-def official_param_files(shadows: bool = True) -> List[str]:
-    """Every file a Params/ folder must hold, relative to it."""
+def official_param_files(shadows: bool = True, query_encoders: bool = False) -> List[str]:
+    """Every file a Params/ folder must hold, relative to it (``query_encoders``: for a kit
+    model whose config.json sets them)."""
     files = []
     for c in COMPONENTS:
         files.append(checkpoint_file("encoder", c))
+        if query_encoders:
+            files.append(checkpoint_file("query_encoder", c))
         if shadows:
             files.append(checkpoint_file("sketch_decoder", c))
         files += [bank_file(c, s) for s in SEXES]
@@ -90,6 +97,13 @@ def check_params_dir(path, shadows: bool = True) -> Path:
         n = len(official_param_files(shadows))
         raise ParamsError(f"Params folder {root} is incomplete: {len(missing)} of {n} files are missing:\n  "
                           + "\n  ".join(missing) + f"\n{HOW_TO_GET_WEIGHTS}")
+    if read_config(root).query_encoders:
+        missing = [checkpoint_file("query_encoder", c) for c in COMPONENTS
+                   if not (root / checkpoint_file("query_encoder", c)).is_file()]
+        if missing:
+            raise ParamsError(f"Params folder {root} is incomplete: its config.json says it has query encoders, "
+                              f"but {len(missing)} of {len(COMPONENTS)} are missing:\n  " + "\n  ".join(missing)
+                              + "\nCopy the whole folder again, or export the model again.")
     return root
 
 
@@ -175,6 +189,8 @@ def check_model_config(config: ModelConfig, source="config.json") -> ModelConfig
     w = config.blend_weight
     if type(w) not in (int, float) or not 0.0 <= w <= 1.0:   # also rejects NaN, true and "1"
         problems.append(f"blend_weight must be a number in [0, 1], not {w!r}")
+    if type(config.query_encoders) is not bool:
+        problems.append(f"query_encoders must be true or false, not {config.query_encoders!r}")
     if problems:
         count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
         raise ParamsError(f"{source} holds values out of range ({count}):\n  "
@@ -535,7 +551,7 @@ def face_param_files(root) -> List[str]:
     but the sketch decoders (they draw only the shadows, and a model loaded with
     ``shadows=False`` does without them), the feature banks, and ``config.json`` if there
     is one. Relative to the folder, sorted."""
-    files = official_param_files(shadows=False)
+    files = official_param_files(shadows=False, query_encoders=read_config(Path(root)).query_encoders)
     if (Path(root) / "config.json").is_file():
         files.append("config.json")
     return sorted(files)

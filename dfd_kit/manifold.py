@@ -9,12 +9,19 @@ blended with the raw latent by the component's weight w:
 
 w = 1 trusts the data (a plausible face), w = 0 trusts the drawing.
 
+The search for the neighbours starts from the latent itself, as in the paper. A kit model
+may add *query encoders* (one per component; :mod:`dfd_kit.training.query`): trained to
+map a rough drawing of a part to the latent of its clean drawing, they say where to search,
+and the neighbours and their weights come from that query. The blend still starts from the
+drawing's own latent, so w = 0 keeps every stroke.
+
 Everything here is numpy; the arithmetic (float32 differences and squares, double sums,
 float64 solves) follows the official code so that recorded outputs are reproduced.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -100,13 +107,16 @@ class Projection:
 
 
 def project_to_manifold(latent: np.ndarray, bank: np.ndarray, k: int, weight: float,
-                        anchor: str = "nearest") -> Projection:
-    """Project a latent (D,) onto the bank's manifold and blend by ``weight`` in [0, 1]."""
+                        anchor: str = "nearest", query: Optional[np.ndarray] = None) -> Projection:
+    """Project a latent (D,) onto the bank's manifold and blend by ``weight`` in [0, 1].
+    ``query``: where the search starts and what the weights are fitted to (a query
+    encoder's output for the same crop); default the latent itself, as in the paper."""
     if not (0.0 <= float(weight) <= 1.0):
         raise ConfigError(f"component weight must be in [0, 1], not {weight}")
-    idx, dist = nearest_neighbours(latent, bank, k, anchor)
+    query = latent if query is None else query
+    idx, dist = nearest_neighbours(query, bank, k, anchor)
     rows = np.asarray(bank[idx], np.float32)
-    w = locally_linear_weights(latent, rows)
+    w = locally_linear_weights(query, rows)
     projected64 = w @ rows.astype(np.float64)
     return Projection(idx, dist, w, projected64.astype(np.float32), blend(latent, projected64, weight))
 

@@ -51,6 +51,8 @@ class GenerationResult:
     feature_map: Optional[np.ndarray] = None  # float32 (C, size, size): the generator input
     generator_output: Optional[np.ndarray] = None  # float32 (3, size, size) in [-1, 1]
     image: Optional[np.ndarray] = None      # uint8 (size, size, 3) RGB
+    # float32 (D,): where each component's search started, for a model with query encoders
+    queries: Dict[str, np.ndarray] = field(default_factory=dict)
 
     # shortcuts the notebooks like
     @property
@@ -117,9 +119,13 @@ class DeepFaceDrawing:
     fast = False
 
     def __init__(self, config: ModelConfig, encoders, sketch_decoders, feature_decoders, generator,
-                 banks, source: str = ""):
+                 banks, source: str = "", query_encoders=None):
         self.config, self.layout = config, config.layout
         self.encoders: Dict[str, ComponentEncoder] = encoders
+        # {} for a model without them (the official ones): the search starts from the latent
+        self.query_encoders: Dict[str, ComponentEncoder] = query_encoders or {}
+        if self.query_encoders and set(self.query_encoders) != set(COMPONENTS):
+            raise ConfigError(f"query encoders are all five components' or none, not {sorted(self.query_encoders)}")
         self.sketch_decoders: Dict[str, LatentDecoder] = sketch_decoders
         self.feature_decoders: Dict[str, LatentDecoder] = feature_decoders
         self.generator: Generator = generator
@@ -138,7 +144,7 @@ class DeepFaceDrawing:
 
         return (f"DeepFaceDrawing({self.source or 'unsaved'}: {self.layout.size}px, latent "
                 f"{self.config.nets.latent_dim}, banks male {rows('male')} / female {rows('female')} rows, "
-                f"K {self.config.k})")
+                f"K {self.config.k}{', searched from query encoders' if self.query_encoders else ''})")
 
     @property
     def name(self) -> str:
@@ -172,6 +178,7 @@ class DeepFaceDrawing:
             sha.update(a.tobytes())
 
         nets = [(f"encoder/{c}", self.encoders[c]) for c in COMPONENTS]
+        nets += [(f"query_encoder/{c}", self.query_encoders[c]) for c in COMPONENTS if c in self.query_encoders]
         nets += [(f"feature_decoder/{c}", self.feature_decoders[c]) for c in COMPONENTS]
         for tag, net in nets + [("generator", self.generator)]:
             for key, value in sorted(net.state_dict().items()):
@@ -194,11 +201,21 @@ class DeepFaceDrawing:
         """{component: uint8 (S, S)} -> {component: float32 (D,)} for the components given."""
         return {c: encode(self.encoders[c], x) for c, x in crops.items()}
 
-    def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest") -> Dict[str, Projection]:
+    def encode_queries(self, crops: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """{component: uint8 (S, S)} -> {component: float32 (D,)}: where manifold projection
+        searches for each crop, by the model's query encoders; {} for a model without them
+        (the search then starts from the latent, as in the paper)."""
+        return {c: encode(self.query_encoders[c], x) for c, x in crops.items() if c in self.query_encoders}
+
+    def project(self, latents, part_weights=None, sex="male", k=None, anchor="nearest",
+                queries=None) -> Dict[str, Projection]:
+        """``queries``: :meth:`encode_queries` of the same crops, where the model has query
+        encoders (a component missing from it is searched from its latent)."""
         w = check_part_weights(part_weights, self.config.blend_weight)
         bank = self.banks[check_sex(sex)]
         k = check_k(k, self.config.k, min(len(bank[c]) for c in latents), sex)
-        return {c: project_to_manifold(z, bank[c], k, w[c], anchor) for c, z in latents.items()}
+        queries = queries or {}
+        return {c: project_to_manifold(z, bank[c], k, w[c], anchor, queries.get(c)) for c, z in latents.items()}
 
     def decode_neighbours(self, component: str, rows: np.ndarray) -> np.ndarray:
         """Bank rows (N, D) -> decoded sketches (N, S, S), one row at a time: how many rows a
@@ -288,8 +305,9 @@ class DeepFaceDrawing:
         img = self.normalise(sketch)
         crops = self.crop(img)
         latents = self.encode(crops)
-        proj = self.project(latents, w, sex, k, anchor)
-        res = GenerationResult(img, crops, latents, proj, w, sex, k)
+        queries = self.encode_queries(crops)
+        proj = self.project(latents, w, sex, k, anchor, queries)
+        res = GenerationResult(img, crops, latents, proj, w, sex, k, queries=queries)
         if shadows and self.shadows_fit_in_memory():
             res.shadows = {c: self.shadow(c, proj[c], sex) for c in COMPONENTS}
             res.shadow = self.compose_shadows(res.shadows)
@@ -401,7 +419,7 @@ def build_network(kind: str, config: ModelConfig, component: str = "", fast: boo
     ``fast``: with the fast path's blocks (:func:`dfd_kit.fast.accelerate`) where its kernels
     work here; they train as the reference blocks do."""
     n, size = config.nets, config.layout.crop_size(component) if component else 0
-    if kind == "encoder":
+    if kind in ("encoder", "query_encoder"):
         net = ComponentEncoder(size, n.encoder_channels, n.latent_dim).eval()
     elif kind == "sketch_decoder":
         net = sketch_decoder(size, n.decoder_channels, n.latent_dim).eval()
@@ -415,6 +433,7 @@ def build_network(kind: str, config: ModelConfig, component: str = "", fast: boo
 def key_table(kind: str, config: ModelConfig):
     n = config.nets
     return {"encoder": lambda: encoder_key_table(len(n.encoder_channels)),
+            "query_encoder": lambda: encoder_key_table(len(n.encoder_channels)),
             "sketch_decoder": lambda: decoder_key_table(len(n.decoder_channels) - 1),
             "feature_decoder": lambda: decoder_key_table(len(n.feature_decoder_channels) - 1),
             "generator": lambda: generator_key_table(n.n_downsample, n.n_blocks)}[kind]()
@@ -469,6 +488,8 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto", fast: 
     with params_lock(root):
         config = read_config(root)
         enc = {c: load_network(root, config, "encoder", c, fast=fast) for c in COMPONENTS}
+        query = {c: load_network(root, config, "query_encoder", c, fast=fast) for c in COMPONENTS} \
+            if config.query_encoders else {}
         fdec = {c: load_network(root, config, "feature_decoder", c, fast=fast) for c in COMPONENTS}
         gen = load_network(root, config, "generator", fast=fast)
         precision = resolve_precision(precision, config) if fast else "fp32"
@@ -497,7 +518,7 @@ def load_model(params_dir, shadows: bool = True, precision: str = "auto", fast: 
         dtype = bank_dtype(root)
         banks = {s: {c: read_bank(root / bank_file(c, s), config.nets.latent_dim, dtype) for c in COMPONENTS}
                  for s in SEXES}
-    model = DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)))
+    model = DeepFaceDrawing(config, enc, dec, fdec, gen, banks, source=str(Path(root)), query_encoders=query)
     model.precision, model.fast = precision, fast
     return model
 
@@ -520,6 +541,7 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
     n = model.config.nets
     n_enc, n_dec, n_fdec = len(n.encoder_channels), len(n.decoder_channels) - 1, len(n.feature_decoder_channels) - 1
     config = json.loads(model.config.to_json())
+    config["query_encoders"] = bool(model.query_encoders)
     if bank_type != "float32":
         config["bank_dtype"] = bank_type
     # each file is replaced atomically, and a load of this folder waits until all are
@@ -527,6 +549,9 @@ def save_model(model: DeepFaceDrawing, params_dir, dtype=np.float16, model_card:
         for c in COMPONENTS:
             write_checkpoint(root / checkpoint_file("encoder", c),
                              official_state(model.encoders[c], encoder_key_table(n_enc), dtype))
+            if c in model.query_encoders:
+                write_checkpoint(root / checkpoint_file("query_encoder", c),
+                                 official_state(model.query_encoders[c], encoder_key_table(n_enc), dtype))
             if c in model.sketch_decoders:
                 write_checkpoint(root / checkpoint_file("sketch_decoder", c),
                                  official_state(model.sketch_decoders[c], decoder_key_table(n_dec), dtype))

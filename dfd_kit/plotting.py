@@ -454,7 +454,8 @@ def projection_views(model, crop: np.ndarray, component: str, k: Optional[int] =
     """
     k = model.config.k if k is None else int(k)
     latent = model.encode({component: crop})[component]
-    proj = project_to_manifold(latent, model.banks[sex][component], k, weight, anchor)
+    query = model.encode_queries({component: crop}).get(component)
+    proj = project_to_manifold(latent, model.banks[sex][component], k, weight, anchor, query)
     dec = model.decode_neighbours(component, np.stack([latent, proj.projected, proj.vector]))
     return {"your drawing": crop, "reconstruction (w = 0)": dec[0], f"projected, K = {k} (w = 1)": dec[1],
             f"blend, w = {weight:.2f}": dec[2], "shadow": model.shadow(component, proj, sex)}
@@ -902,10 +903,11 @@ def plot_stage_view(view, title: Optional[str] = None) -> Figure:
 
 
 def plot_manifold_map(bank_map, latent: np.ndarray, projection: Projection, component: str,
-                      picked: Optional[int] = None) -> Figure:
+                      picked: Optional[int] = None, query: Optional[np.ndarray] = None) -> Figure:
     """The pad's manifold map on paper: one bank in 2-D (a :class:`dfd_kit.inspector.BankMap`),
     the drawing's latent (star), its K neighbours (rings), the projected point (cross) and,
-    optionally, a picked bank row (orange ring)."""
+    optionally, a picked bank row (orange ring) and where the search started (``query``, for a
+    model with query encoders: ``result.queries.get(component)``)."""
     fig, axes = _grid(1, 1, 4.4)
     ax = axes[0, 0]
     xy = bank_map.xy
@@ -918,6 +920,9 @@ def plot_manifold_map(bank_map, latent: np.ndarray, projection: Projection, comp
     ax.scatter(*p, s=140, marker="X", c="tab:red", edgecolors="white", lw=0.8, zorder=11, label="projected")
     z = bank_map.place(latent)
     ax.scatter(*z, s=320, marker="*", c="k", edgecolors="white", lw=1.4, zorder=12, label="your drawing")
+    if query is not None:
+        ax.scatter(*bank_map.place(query), s=150, marker="P", c="tab:blue", edgecolors="white", lw=0.8, zorder=12,
+                   label="search starts")
     e = bank_map.explained
     ax.set_title(f"{component}: the bank on its first two principal axes", fontsize=10)
     ax.set_xlabel(f"PC 1 ({e[0]:.0%} of variance)")

@@ -102,6 +102,10 @@ class Session:
         self._sketch: Optional[np.ndarray] = None   # the sketch the caches describe
         self._crops: Dict[str, np.ndarray] = {}
         self._latents: Dict[str, np.ndarray] = {}
+        # where each component's search starts (a model with query encoders; else empty), and
+        # the query of a pinned embedding, kept with it so the pinned part projects as before
+        self._queries: Dict[str, np.ndarray] = {}
+        self._pinned_queries: Dict[str, np.ndarray] = {}
         self._proj: Dict[str, Projection] = {}
         self._settings: Optional[tuple] = None      # (weights, sex, k) the projections were made with
         self._dirty: Set[str] = set(COMPONENTS)     # to project again whatever the drawing does
@@ -148,21 +152,24 @@ class Session:
             return None
         t = {}
         a = time.perf_counter()
-        crops, latents = dict(self._crops), dict(self._latents)
+        crops, latents, queries = dict(self._crops), dict(self._latents), dict(self._queries)
         if touched:
             new_crops = m.crop(sketch)
             todo = {c: new_crops[c] for c in COMPONENTS if c in touched}
             latents.update(m.encode(todo))
+            queries.update(m.encode_queries(todo))
             crops.update(todo)
             self.stats["encoded"].update(todo.keys())
         for (stage, c), pinned in self._pins.items():
             if stage == "embedding":   # the crop follows the drawing, the latent does not
                 latents[c] = pinned
+                if c in self._pinned_queries:
+                    queries[c] = self._pinned_queries[c]
         t["encode"] = time.perf_counter() - a
         a = time.perf_counter()
         proj = dict(self._proj)
         order = [c for c in COMPONENTS if c in reproject]
-        proj.update(m.project({c: latents[c] for c in order}, w, sex, k))
+        proj.update(m.project({c: latents[c] for c in order}, w, sex, k, queries=queries))
         self.stats["projected"].update(order)
         for (stage, c), pinned in self._pins.items():
             if stage == "projection":
@@ -171,7 +178,7 @@ class Session:
                 self._feature_maps[c] = (np.array(proj[c].vector, np.float32), pinned)
         t["project"] = time.perf_counter() - a
         a = time.perf_counter()
-        res = GenerationResult(sketch, crops, latents, proj, w, sex, k)
+        res = GenerationResult(sketch, crops, latents, proj, w, sex, k, queries=dict(queries))
         before = {c: id(v[1]) for c, v in self._feature_maps.items()}
         m.render(res, cache=self._feature_maps)   # only parts whose vector changed are decoded
         self.stats["feature_decoded"].update(c for c, v in self._feature_maps.items() if id(v[1]) != before.get(c))
@@ -179,6 +186,7 @@ class Session:
         t["render"] = time.perf_counter() - a
         # commit: the caches now describe `sketch` and these settings
         self._sketch, self._crops, self._latents, self._proj = sketch, crops, latents, proj
+        self._queries = queries
         self._settings, self._dirty = (w, sex, k), set()
         self._shadow_stale |= touched | shadow_stale
         self.result = res
@@ -249,6 +257,8 @@ class Session:
             raise ConfigError("nothing generated yet: draw something first, then freeze a stage")
         if stage == "embedding":
             value = np.array(self._latents[c], np.float32)
+            if c in self._queries:
+                self._pinned_queries[c] = np.array(self._queries[c], np.float32)
         elif stage == "projection":
             p = self._proj[c]
             value = Projection(p.neighbours.copy(), p.distances.copy(), p.weights.copy(), p.projected.copy(),
@@ -270,6 +280,8 @@ class Session:
                 self._feature_maps.pop(key[1], None)
             elif key[0] == "embedding":   # the session's latent is the pinned one: encode the crop again
                 self._latents.pop(key[1], None)
+                self._queries.pop(key[1], None)
+                self._pinned_queries.pop(key[1], None)
         released = {key[1] for key in gone}
         for c in released:
             self._changed(c)

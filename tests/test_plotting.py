@@ -81,6 +81,9 @@ class FakeModel:
     def encode(self, crops):
         return {c: np.resize(x.astype(np.float32).reshape(-1)[::97] / 255.0, D) for c, x in crops.items()}
 
+    def encode_queries(self, crops):
+        return {}   # no query encoders: the search starts from the latent
+
     def decode_neighbours(self, component, rows):
         s = self.layout.crop_size(component)
         ramp = np.linspace(-1, 1, s)[None, :, None]
@@ -406,7 +409,7 @@ def test_show_source_lists_the_code_that_runs():
 
     listing = P.show_source(project_to_manifold, locally_linear_weights)
     assert listing.data.startswith("def project_to_manifold(") and "def locally_linear_weights(" in listing.data
-    assert "nearest_neighbours(latent, bank, k, anchor)" in listing.data   # the body, not only the signature
+    assert "nearest_neighbours(query, bank, k, anchor)" in listing.data   # the body, not only the signature
     assert "project_to_manifold" in listing._repr_html_()   # what the notebook shows
 
 

@@ -388,6 +388,67 @@ def test_banks_hold_one_latent_per_training_sketch_grouped_by_sex(trained_stage1
         np.testing.assert_allclose(bs.banks["female"][c][0], z[c][0], atol=1e-4)
 
 
+# --------------------------------------------------------------------------- query encoders
+
+def query_cfg(**kw):
+    from dfd_kit.training import QueryConfig
+
+    base = dict(steps=6, batch_size=BATCH, lr=2e-3, seed=0, checkpoint_every=0, checkpoint_minutes=None,
+                figures=False, progress=False)
+    base.update(kw)
+    return QueryConfig(**base)
+
+
+def test_query_encoders_start_as_the_encoders_and_learn_where_rough_drawings_belong(trained_stage1, data_dir,
+                                                                                      data, tmp_path):
+    """A copy with the encoders' normalisation frozen maps clean sketches exactly as they do
+    (so the bank stays the space it searches), even in training mode; trained, it puts rough
+    drawings of the training faces nearer their clean latents than the encoders do."""
+    import jittor as jt
+
+    from dfd_kit.data.sketch import roughen_sketch
+    from dfd_kit.training.banks import encode_all
+    from dfd_kit.training.query import build_query_encoders, train_query_encoders
+
+    enc, _ = tr()[1].load_stage1(trained_stage1, TINY)
+    clean = encode_all(enc, data.sketches, TINY.layout)
+    start = build_query_encoders(enc, TINY)
+    assert all(q.is_training() for q in start.values())
+    crops = tr()[1].stack_crops(data.sketches, TINY.layout)
+    with jt.no_grad():
+        for c in COMPONENTS:
+            np.testing.assert_allclose(start[c](jt.array(crops[c])).numpy(), clean[c], rtol=0, atol=1e-5)
+
+    rng = np.random.default_rng(123)
+    rough = np.stack([roughen_sketch(s, rng, TINY.layout) for s in data.sketches])
+    before = encode_all(enc, rough, TINY.layout)
+    res = train_query_encoders(enc, data_dir, tmp_path, TINY, query_cfg(steps=40), data=data)
+    after = encode_all(res.nets["query_encoders"], rough, TINY.layout)
+    gap = {c: (np.linalg.norm(after[c] - clean[c], axis=1).mean(), np.linalg.norm(before[c] - clean[c], axis=1).mean())
+           for c in COMPONENTS}
+    assert sum(a for a, _ in gap.values()) < 0.8 * sum(b for _, b in gap.values()), gap
+    for c in COMPONENTS:   # the encoders themselves are left as they were
+        np.testing.assert_array_equal(encode_all(enc, data.sketches, TINY.layout)[c], clean[c])
+
+
+def test_query_training_resumed_after_a_kill_matches_an_uninterrupted_run(trained_stage1, data_dir, data, tmp_path):
+    from dfd_kit.training.query import train_query_encoders
+
+    enc, _ = tr()[1].load_stage1(trained_stage1, TINY)
+    a = train_query_encoders(enc, data_dir, tmp_path / "a", TINY, query_cfg(steps=6), data=data)
+    cfg = query_cfg(steps=6, checkpoint_every=3)
+    with pytest.raises(dfd_kit.training.SimulatedKill):
+        train_query_encoders(enc, data_dir, tmp_path / "b", TINY, cfg, data=data, on_step=kill_after(4))
+    b = train_query_encoders(enc, data_dir, tmp_path / "b", TINY, cfg, data=data)
+    assert b.step == 6 and b.history[-1]["step"] == 6
+    assert_same_weights(weights(a.nets["query_encoders"]), weights(b.nets["query_encoders"]))
+
+
+def test_query_config_refuses_odds_that_add_up_to_more_than_one():
+    with pytest.raises(dfd_kit.errors.ConfigError, match="add up to at most 1"):
+        query_cfg(rough_prob=0.8, augment_prob=0.3).check()
+
+
 # --------------------------------------------------------------------------- stage 2
 
 def test_paste_gives_the_face_map_of_slice_assignment_in_paste_order():
@@ -519,6 +580,37 @@ def test_exported_model_loads_and_generates(trained_stage1, data_dir, data, tmp_
     w = fdec["mouth"].from_latent.weight.numpy()
     np.testing.assert_array_equal(model.feature_decoders["mouth"].from_latent.weight.numpy(),
                                   w.astype(np.float16).astype(np.float32))
+
+
+def test_the_query_subcommand_adds_query_encoders_to_a_model_that_then_searches_from_them(
+        trained_stage1, data_dir, data, tmp_path, capsys):
+    from dfd_kit.manifold import project_to_manifold
+    from dfd_kit.pipeline import load_model
+    from dfd_kit.training.__main__ import main
+
+    stage2 = tr()[3]
+    out = stage1_copy(trained_stage1, tmp_path / "run")
+    stage2.train_stage2(data_dir, out, TINY, stage2_cfg(steps=1), data=data)
+    params = stage2.export_model(out, tmp_path / "Params")
+    plain = load_model(params, shadows=False)
+    assert main(["query", "--params", str(params), "--data", str(data_dir), "--out", str(out), "--steps", "3",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert (out / "query" / "losses.csv").is_file()
+    model = load_model(params, shadows=False)
+    assert json.loads((params / "config.json").read_text())["query_encoders"] is True
+    assert model.config == dataclasses.replace(TINY, query_encoders=True)
+    res = model.generate(data.sketches[2], sex="male", shadows=False)
+    base = plain.generate(data.sketches[2], sex="male", shadows=False)
+    for c in COMPONENTS:   # the encoders are untouched; the search starts from the new queries
+        np.testing.assert_array_equal(res.latents[c], base.latents[c])
+        own = project_to_manifold(res.latents[c], model.banks["male"][c], model.config.k, 1.0, query=res.queries[c])
+        np.testing.assert_array_equal(res.projections[c].neighbours, own.neighbours)
+    # run again: the finished fine-tune resumes at its end and writes the same weights
+    before = (params / "AE_whole" / "latest_net_query_encoder_mouth.pkl").read_bytes()
+    assert main(["query", "--params", str(params), "--data", str(data_dir), "--out", str(out), "--steps", "3",
+                 "--no-progress"]) == 0
+    assert (params / "AE_whole" / "latest_net_query_encoder_mouth.pkl").read_bytes() == before
 
 
 def test_densify_banks_reencodes_more_sketches_into_int8_banks(trained_stage1, data_dir, data, tmp_path, capsys):

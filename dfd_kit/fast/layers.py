@@ -71,7 +71,7 @@ class FastNorm2d(Norm2d):
     def batch_statistics(self) -> bool:
         """True while this norm divides by statistics over the batch (running statistics,
         training): those the channels-last path does not compute."""
-        return self.stats == "running" and self.is_training()
+        return self.stats == "running" and self.is_training() and not self.frozen
 
 
 def conv_norm(conv: nn.Module, norm: FastNorm2d, x: jt.Var, relu: bool = False, residual=None, pad: int = 0) -> jt.Var:

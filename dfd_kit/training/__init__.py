@@ -9,6 +9,10 @@ Two stages, as in the paper:
 2. :func:`train_stage2` -- the feature decoders and the generator learn, as a
    conditional GAN against the real photos, to turn the latents into a face.
 
+A kit model may add query encoders (:func:`train_query_encoders`, not in the paper): the
+stage-1 encoders fine-tuned to tell manifold projection where a rough drawing's clean
+version would lie, so that its search finds that person's neighbours.
+
 :func:`export_model` writes the result as a Params folder that :func:`dfd_kit.load`
 reads. :func:`train_demo` runs everything on the facesjs demo data within a time budget;
 from a shell (:mod:`.recipes` holds the recipes, :mod:`.__main__` their command line)::
@@ -26,7 +30,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "RunConfig": "configs", "Stage1Config": "configs", "Stage2Config": "configs",
+    "RunConfig": "configs", "Stage1Config": "configs", "Stage2Config": "configs", "QueryConfig": "configs",
     "TrainingData": "data", "BatchSampler": "data", "seed_all": "data",
     "save_checkpoint": "checkpoints", "load_checkpoint": "checkpoints", "find_checkpoint": "checkpoints",
     "StageResult": "loop", "SimulatedKill": "loop", "save_image_grid": "figures",
@@ -34,6 +38,7 @@ _LAZY = {
     "build_banks": "banks", "load_banks": "banks", "encode_all": "banks",
     "train_stage2": "stage2", "load_stage2": "stage2", "export_model": "stage2",
     "MultiscaleDiscriminator": "stage2", "PatchDiscriminator": "stage2",
+    "train_query_encoders": "query", "export_query_encoders": "query",
     "train_demo": "recipes", "evaluate_quality": "quality",
 }
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dfd_kit.training demo|photo|photo-data|train|export|banks|quality|geometry ...``;
+"""Command line: ``python -m dfd_kit.training demo|photo|photo-data|train|export|banks|query|quality|geometry ...``;
 each subcommand calls one function of :mod:`.recipes` (``--help`` lists them, and each
 subcommand's ``--help`` its options). The demo model's recipe::
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from ..errors import DFDError, TrainingInterrupted
 from .recipes import (DEMO_BANK_DATA, DEMO_BANK_FACES, DEMO_BANK_PART_FACES, DEMO_DATA, DEMO_FACES, DEMO_K,
                       DEMO_PROJECT_PROB, DEMO_STEPS_STAGE1, DEMO_STEPS_STAGE2, PHOTO_BANK_DATA, PHOTO_BANK_EXTRA,
-                      PHOTO_DATA, PHOTO_FACES, PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1, PHOTO_STEPS_STAGE2,
-                      densify_banks_from_data, densify_demo_banks, measure_geometry, measure_quality, train, train_demo,
-                      train_photo)
+                      PHOTO_DATA, PHOTO_FACES, PHOTO_HELDOUT, PHOTO_K, PHOTO_STEPS_STAGE1,
+                      PHOTO_STEPS_STAGE2, densify_banks_from_data, densify_demo_banks, measure_geometry,
+                      measure_quality, train, train_demo, train_photo, train_query)
 
 
 def _config(name: str):
@@ -114,6 +114,17 @@ def _run(argv=None) -> int:
                         "whose boxes mirror each other, as the photo model's)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-progress", action="store_true")
+    qe = sub.add_parser("query", help="train query encoders for a model (they tell manifold projection where a "
+                                      "rough drawing's clean version lies) and write them into its folder")
+    qe.add_argument("--params", required=True, help="model folder to add them to (its encoders stay as they are)")
+    qe.add_argument("--data", required=True, help="training set whose sketches they learn from (e.g. the model's own)")
+    qe.add_argument("--out", required=True, help="run folder (checkpoint in <out>/query); resumed if present")
+    qe.add_argument("--steps", type=int, default=None,
+                    help="default: QueryConfig's 2000 (batch 12; about 20 minutes for the photo model's networks "
+                         "on two cores)")
+    qe.add_argument("--seed", type=int, default=0)
+    qe.add_argument("--threads", type=int, default=None)
+    qe.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("quality", help="measure a trained model on held-out faces; figures, quality.json and the "
                                        "model card's metrics")
     q.add_argument("--params", default="Params/demo", help="model to measure")
@@ -179,6 +190,10 @@ def _run(argv=None) -> int:
 
         reports = measure_geometry(a.out, a.data, a.heldout, a.k, a.n_faces, a.figure, not a.no_progress)
         print(json.dumps([asdict(r) for r in reports], indent=1))
+        return 0
+    if a.cmd == "query":
+        summary = train_query(a.params, a.data, a.out, a.steps, a.seed, not a.no_progress, a.threads)
+        print(json.dumps(summary, indent=2))
         return 0
     if a.cmd == "banks":
         if a.data:

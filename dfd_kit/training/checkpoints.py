@@ -199,12 +199,13 @@ def _read_pickle_checkpoint(path: Path) -> dict:
 
 def write_model_config(out_dir, config: ModelConfig) -> ModelConfig:
     """Record the model config in ``out_dir/config.json``; an existing one must match, except
-    for ``blend_weight``: a default for generation that training never reads, so a run begun
-    before a recipe changed it resumes and records the new one."""
+    for ``blend_weight`` and ``query_encoders``: a default for generation and whether the
+    query encoders are trained yet, which the networks' shapes do not depend on, so a run begun
+    before a recipe changed them resumes and records the new values."""
     path = Path(out_dir) / "config.json"
     if path.exists():
         old = ModelConfig.from_dict(json.loads(path.read_text()))
-        if replace(old, blend_weight=config.blend_weight) != config:
+        if replace(old, blend_weight=config.blend_weight, query_encoders=config.query_encoders) != config:
             raise ConfigError(f"{path} describes another model config than this run's: resume with the "
                               "same config, or use a new output folder")
         if old == config:

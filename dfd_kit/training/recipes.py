@@ -315,6 +315,25 @@ def densify_banks_from_data(params_dir, data_dirs, remainder: Optional[int] = No
             "machine": machine_description()}
 
 
+def train_query(params_dir, data_dir, out_dir, steps: Optional[int] = None, seed: int = 0,
+                progress: bool = True, threads: Optional[int] = None) -> dict:
+    """The ``query`` subcommand: train query encoders for the model in ``params_dir`` (its
+    encoders stay as they are) on the sketches of ``data_dir``, checkpointing into
+    ``out_dir/query`` (run it again to resume), and write them into ``params_dir``
+    (:mod:`dfd_kit.training.query`). Returns steps, minutes and the machine."""
+    from ..pipeline import load_model
+    from .configs import QueryConfig
+    from .query import export_query_encoders, train_query_encoders
+
+    model = load_model(params_dir, shadows=False, fast=False)
+    cfg = QueryConfig(seed=seed, progress=progress, threads=threads)
+    cfg.steps = cfg.steps if steps is None else steps
+    res = train_query_encoders(model.encoders, data_dir, out_dir, model.config, cfg)
+    export_query_encoders(params_dir, res.nets["query_encoders"])
+    return {"steps": res.step, "minutes": round(res.elapsed_s / 60, 2), "batch_size": cfg.batch_size,
+            "data": str(data_dir), "machine": machine_description()}
+
+
 def quantize_sketch_decoders(params_dir) -> None:
     """Step 4 of the demo recipe: store the sketch decoders as int8
     (:func:`~dfd_kit.loading.quantize_checkpoint`). They draw only the shadows, so the
