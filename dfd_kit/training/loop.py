@@ -30,6 +30,17 @@ from .figures import save_figure
 from .parallel import average_running_stats, barrier, broadcast_floats, is_main, mpi_world, omp_threads
 
 
+def step_on_sum(opt, losses: Dict[str, jt.Var]) -> Dict[str, float]:
+    """One optimiser step on the sum of ``losses`` (all networks move together) ->
+    {name: loss, "total": their sum} as floats, for the loss log."""
+    total = sum(losses.values())
+    opt.step(total)
+    jt.sync_all()
+    out = {c: v.item() for c, v in losses.items()}
+    out["total"] = total.item()
+    return out
+
+
 def begin_stage(cfg: RunConfig, out_dir, config, data: Optional[TrainingData], data_dir, photos: bool):
     """What every stage does first: check its settings, write the run's config.json (or check
     it against a resumed run's), seed every generator, and load the data set unless ``data``

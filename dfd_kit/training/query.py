@@ -31,7 +31,7 @@ import numpy as np
 from .checkpoints import load_checkpoint, load_module_state, trainable
 from .configs import QueryConfig
 from .data import BatchSampler, TrainingData, sample_rng
-from .loop import Run, StageResult, begin_stage
+from .loop import Run, StageResult, begin_stage, step_on_sum
 from .stage1 import stack_crops
 from ..config import COMPONENTS, ModelConfig
 from ..layers import Norm2d
@@ -83,12 +83,7 @@ def query_step(query, opt, inputs: np.ndarray, targets: Dict[str, np.ndarray], s
     x = stack_crops(inputs, layout)
     losses = {c: ((query[c](jt.array(x[c])) - jt.array(targets[c])) ** 2).mean() / scale[c]
               for c in COMPONENTS}
-    total = sum(losses.values())
-    opt.step(total)
-    jt.sync_all()
-    out = {c: v.item() for c, v in losses.items()}
-    out["total"] = total.item()
-    return out
+    return step_on_sum(opt, losses)
 
 
 def train_query_encoders(encoders: Dict[str, object], data_dir, out_dir, config: ModelConfig,

@@ -24,7 +24,7 @@ from .checkpoints import CHECKPOINT_NAME, load_checkpoint, load_module_state, re
 from .configs import Stage1Config
 from .data import BatchSampler, TrainingData, sample_rng
 from .figures import save_image_grid
-from .loop import Run, StageResult, begin_stage
+from .loop import Run, StageResult, begin_stage, step_on_sum
 from ..components import crop_components
 from ..config import COMPONENTS, DEMO, ModelConfig
 from ..embedding import ComponentEncoder, LatentDecoder, sketch_to_input
@@ -94,12 +94,7 @@ def stage1_step(enc, dec, opt, inputs: np.ndarray, targets: np.ndarray, layout, 
     y = stack_crops(targets, layout)
     losses = {c: reconstruction_loss(dec[c](enc[c](jt.array(x[c]))), jt.array(y[c]), loss, ink_weight)
               for c in COMPONENTS}
-    total = sum(losses.values())
-    opt.step(total)
-    jt.sync_all()
-    out = {c: v.item() for c, v in losses.items()}
-    out["total"] = total.item()
-    return out
+    return step_on_sum(opt, losses)
 
 
 def train_stage1(data_dir, out_dir, config: ModelConfig = DEMO, cfg: Optional[Stage1Config] = None,
