@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from .checkpoints import load_checkpoint, load_module_state, trainable
+from .checkpoints import trainable
 from .configs import QueryConfig
 from .data import BatchSampler, TrainingData, sample_rng
 from .loop import Run, StageResult, begin_stage, step_on_sum
@@ -117,22 +117,6 @@ def train_query_encoders(encoders: Dict[str, object], data_dir, out_dir, config:
                        {"query_encoders": query}, stopped)
 
 
-def load_query_encoders(out_dir, encoders: Dict[str, object], config: ModelConfig) -> Dict[str, object]:
-    """The query encoders of ``out_dir/query``'s checkpoint, in eval mode."""
-    from .checkpoints import find_checkpoint
-
-    path = find_checkpoint(Path(out_dir) / STAGE)
-    if path is None:
-        from ..errors import ConfigError
-        raise ConfigError(f"no query encoder checkpoint in {Path(out_dir) / STAGE}: train them first")
-    st = load_checkpoint(path)
-    query = build_query_encoders(encoders, config)
-    for c in COMPONENTS:
-        load_module_state(query[c], st["modules"][f"query_encoder.{c}"], f"query_encoder.{c}")
-        query[c].eval()
-    return query
-
-
 def export_query_encoders(params_dir, query: Dict[str, object], dtype=np.float16) -> Path:
     """Write the query encoders into a Params folder beside its encoders and set
     ``query_encoders`` in its config.json (each file replaced atomically, under the folder's
@@ -153,5 +137,5 @@ def export_query_encoders(params_dir, query: Dict[str, object], dtype=np.float16
     return root
 
 
-__all__ = ["train_query_encoders", "load_query_encoders", "export_query_encoders", "build_query_encoders",
+__all__ = ["train_query_encoders", "export_query_encoders", "build_query_encoders",
            "make_query_inputs", "query_step"]
