@@ -2,6 +2,7 @@
 projection -> feature map -> image, every intermediate kept for inspection."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -145,6 +146,20 @@ class DeepFaceDrawing:
         return (f"DeepFaceDrawing({self.source or 'unsaved'}: {self.layout.size}px, latent "
                 f"{self.config.nets.latent_dim}, banks male {rows('male')} / female {rows('female')} rows, "
                 f"K {self.config.k}{', searched from query encoders' if self.query_encoders else ''})")
+
+    def without_query_encoders(self) -> "DeepFaceDrawing":
+        """This model searching from each drawing's own latent, as the paper does: the same
+        networks and banks, shared, in a new object (this one is unchanged). What a model's
+        query encoders change is then one comparison away; a model without them is returned
+        as it is."""
+        if not self.query_encoders:
+            return self
+        twin = copy.copy(self)
+        twin.config = dataclasses.replace(self.config, query_encoders=False)
+        twin.query_encoders = {}
+        twin.source = f"{self.source or 'unsaved'}, searched from latents"
+        twin._params_hash = None   # not the folder's files: a drawing saved with it must say so
+        return twin
 
     @property
     def name(self) -> str:

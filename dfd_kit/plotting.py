@@ -179,7 +179,8 @@ def plot_results(results: Mapping[str, object], panels: Sequence[str] = ("sketch
 
 
 class ProjectionEffect(NamedTuple):
-    """One sketch through the model at w = 0 and w = 1 (every component): the two faces,
+    """One sketch through the model at w = 0 and projected (w = 1 for every component unless
+    other weights were asked for; ``projected_as`` says which): the two faces,
     how far apart they are (mean |difference|, grey levels 0-255) and, when the sketch has
     a true photo, each face's mean absolute error to it; when it also has its sketch before
     roughening, ``mae_clean``: the error of the face from that clean sketch's own latents
@@ -193,15 +194,27 @@ class ProjectionEffect(NamedTuple):
     mae_w0: Optional[float] = None
     mae_w1: Optional[float] = None
     mae_clean: Optional[float] = None
+    projected_as: str = "w = 1"
+
+
+def _weights_text(weights: Mapping[str, float]) -> str:
+    """'w = 0.5' when every component has that weight, else each weight with its components."""
+    by = {}
+    for c in COMPONENTS:
+        by.setdefault(float(weights[c]), []).append(c)
+    if len(by) == 1:
+        return f"w = {next(iter(by)):g}"
+    return "; ".join(f"w = {w:g} for {', '.join(cs)}" for w, cs in by.items())
 
 
 def projection_effect(model, examples, k: Optional[int] = None,
                       projected: Optional[Mapping[str, float]] = None) -> list:
     """:class:`ProjectionEffect` for each of ``examples`` (:func:`dfd_kit.examples.hard_examples`
     or anything with ``name``, ``sketch``, ``sex`` and ``photo``): what projection changes.
-    ``projected``: the part weights of the "w = 1" face (default: every component at 1)."""
+    ``projected``: the part weights of the projected face (default: every component at 1;
+    a component left out gets 1)."""
     out = []
-    ones = dict(projected) if projected is not None else {c: 1.0 for c in COMPONENTS}
+    ones = {c: 1.0 for c in COMPONENTS} | dict(projected or {})
     zeros = {c: 0.0 for c in COMPONENTS}
     for ex in examples:
         faces = [model.generate(ex.sketch, ws, sex=ex.sex, k=k, shadows=False, keep_features=False).image
@@ -213,17 +226,19 @@ def projection_effect(model, examples, k: Optional[int] = None,
             perfect = mean_absolute_error(
                 model.generate(clean, zeros, sex=ex.sex, shadows=False, keep_features=False).image, photo)
         out.append(ProjectionEffect(ex.name, ex.sketch, faces[0], faces[1], mean_absolute_error(faces[0], faces[1]),
-                                    photo, *maes, perfect))
+                                    photo, *maes, perfect, _weights_text(ones)))
     return out
 
 
 def projection_effect_summary(effects: Sequence[ProjectionEffect]) -> str:
-    """One sentence of the measured effect: how far apart the w = 0 and w = 1 faces are, for
+    """One sentence of the measured effect: how far apart the w = 0 and projected faces are, for
     how many sketches with a true photo projection brings the face closer to it, and, where
     the clean sketches are known, how close a perfect projection would bring them."""
     truth = [e for e in effects if e.photo is not None]
     closer = sum(e.mae_w1 < e.mae_w0 for e in truth)
-    text = (f"over {len(effects)} sketches the faces at w = 0 and w = 1 differ by "
+    both = effects[0].projected_as
+    both = both if ";" not in both else f"projected ({both})"
+    text = (f"over {len(effects)} sketches the faces at w = 0 and {both} differ by "
             f"{np.mean([e.difference for e in effects]):.1f} grey levels (0-255) on average")
     if truth:
         m0, m1 = np.mean([e.mae_w0 for e in truth]), np.mean([e.mae_w1 for e in truth])
@@ -239,8 +254,9 @@ def projection_effect_summary(effects: Sequence[ProjectionEffect]) -> str:
 
 
 def plot_projection_effect(effects: Sequence[ProjectionEffect], panel: float = 1.9) -> Figure:
-    """One row per sketch: the sketch, its face at w = 0 (the drawing's own latents) and at
-    w = 1 (projected), where the two differ (|w1 - w0|, brighter is more), and the true photo
+    """One row per sketch: the sketch, its face at w = 0 (the drawing's own latents) and
+    projected (w = 1 unless ``projection_effect`` was asked for other weights), where the two
+    differ (|w1 - w0|, brighter is more), and the true photo
     where there is one; titles carry the measured numbers."""
     fig, axes = _grid(len(effects), 5, panel, extra_h=0.45)
     for r, e in enumerate(effects):
@@ -248,7 +264,7 @@ def plot_projection_effect(effects: Sequence[ProjectionEffect], panel: float = 1
         err1 = "" if e.mae_w1 is None else f"\nerror to photo {e.mae_w1:.1f}"
         show_image(axes[r, 0], e.sketch, e.name)
         show_image(axes[r, 1], e.face_w0, "w = 0 (the drawing)" + err0)
-        show_image(axes[r, 2], e.face_w1, "w = 1 (projected)" + err1)
+        show_image(axes[r, 2], e.face_w1, (f"{e.projected_as} (projected)" if len(e.projected_as) < 12 else "projected") + err1)
         diff = np.abs(e.face_w1.astype(np.float64) - e.face_w0.astype(np.float64)).mean(-1)
         axes[r, 3].imshow(diff, cmap="magma", vmin=0, vmax=128)
         axes[r, 3].set_title(f"|w1 - w0|: mean {e.difference:.1f}", fontsize=9)
@@ -931,7 +947,52 @@ def plot_manifold_map(bank_map, latent: np.ndarray, projection: Projection, comp
     return _done(fig)
 
 
-__all__ += ["plot_stage_view", "plot_manifold_map"]
+def plot_search_start(model, component: str, clean, paper, searched, local: int = 300) -> Figure:
+    """Where manifold projection searches, for one rough drawing's ``component``: left, from
+    the drawing's own latent (the paper; ``paper``, the result of
+    ``model.without_query_encoders().generate(rough)``); right, from where the model's query
+    encoder puts the drawing (``searched``, ``model.generate(rough)``). ``clean``: the result
+    for the clean drawing the rough one was made from, whose K neighbours (green dots) are
+    the rows a perfect search would find. The map is the plane of the ``local`` bank rows
+    nearest the clean drawing's latent (a whole bank's first two axes hide the distances
+    that decide a search); rings are the rows each search found, so a ring on a green dot
+    is a right one."""
+    bank = np.asarray(model.banks[searched.sex][component], np.float64)
+    latent, query = paper.latents[component], searched.queries[component]
+    clean_latent = clean.latents[component]
+    clean, paper, searched = (r.projections[component] for r in (clean, paper, searched))
+    near = np.argsort(((bank - clean_latent) ** 2).sum(axis=1))[:local]
+    rows = np.unique(np.concatenate([near, clean.neighbours, paper.neighbours, searched.neighbours]))
+    pca = pca_fit(bank[rows])
+    place = lambda x: pca.transform(np.asarray(x, np.float64).reshape(-1, bank.shape[1]))
+    xy = place(bank[rows])
+    fig, axes = _grid(1, 2, 4.0)
+    right = set(clean.neighbours.tolist())
+    for ax, proj, start, title in ((axes[0, 0], paper, None, "searched from the drawing's latent (the paper)"),
+                                   (axes[0, 1], searched, query, "searched from the query encoder's point")):
+        ax.scatter(xy[:, 0], xy[:, 1], s=7, c="#c3cad4", lw=0, label=f"bank rows near the clean drawing ({len(rows)})")
+        g = place(bank[clean.neighbours])
+        ax.scatter(g[:, 0], g[:, 1], s=30, c="tab:green", lw=0, label="the clean drawing's K neighbours")
+        n = place(bank[proj.neighbours])
+        hits = len(right & set(proj.neighbours.tolist()))
+        ax.scatter(n[:, 0], n[:, 1], s=75, facecolors="none", edgecolors="k", lw=1.1,
+                   label=f"K = {len(n)} found ({hits} of them right)")
+        ax.scatter(*place(clean_latent)[0], s=110, marker="D", c="tab:green", edgecolors="white", lw=0.8, zorder=11,
+                   label="the clean drawing")
+        ax.scatter(*place(latent)[0], s=280, marker="*", c="k", edgecolors="white", lw=1.2, zorder=12,
+                   label="the rough drawing")
+        if start is not None:
+            ax.scatter(*place(start)[0], s=140, marker="P", c="tab:blue", edgecolors="white", lw=0.8,
+                       zorder=12, label="search starts")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("local axis 1")
+        ax.legend(fontsize=6.5, loc="best")
+    axes[0, 0].set_ylabel("local axis 2")
+    fig.suptitle(f"{component}: where the search starts decides which bank rows are blended", fontsize=10)
+    return _done(fig)
+
+
+__all__ += ["plot_stage_view", "plot_manifold_map", "plot_search_start"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -620,6 +620,20 @@ def test_projection_effect_summary_counts_the_faces_brought_closer(sketch):
     text = P.projection_effect_summary(P.projection_effect(WeightShade(), ex))
     assert "over 2 sketches" in text and "differ by 50.0 grey levels" in text
     assert "closer to the true photo for 1 of 1" in text and "40.0 -> 10.0: -75.0%" in text
+    assert "faces at w = 0 and w = 1 differ" in text
+
+
+def test_projection_effect_says_which_weights_it_projected_at(sketch):
+    ex = [types.SimpleNamespace(name="a", sketch=sketch, sex="male", photo=None)]
+    half = P.projection_effect(WeightShade(), ex, projected={c: 0.5 for c in COMPONENTS})
+    assert half[0].difference == pytest.approx(25.0) and half[0].projected_as == "w = 0.5"
+    assert "faces at w = 0 and w = 0.5 differ by 25.0" in P.projection_effect_summary(half)
+    parts = P.projection_effect(WeightShade(), ex, projected={"remainder": 0.0})   # the rest stay at 1
+    assert parts[0].difference == pytest.approx(40.0)
+    assert parts[0].projected_as == "w = 1 for left_eye, right_eye, nose, mouth; w = 0 for remainder"
+    assert "w = 0 and projected (w = 1 for left_eye" in P.projection_effect_summary(parts)
+    titles = [ax.get_title() for ax in P.plot_projection_effect(half).axes]
+    assert any(t.startswith("w = 0.5 (projected)") for t in titles)
 
 
 def test_projection_effect_measures_where_a_perfect_projection_would_land(sketch):

@@ -192,3 +192,40 @@ def test_query_encoders_for_some_components_only_are_refused(query_model):
         DeepFaceDrawing(m.config, m.encoders, m.sketch_decoders, m.feature_decoders, m.generator, m.banks,
                         query_encoders={"nose": m.query_encoders["nose"]})
     assert "searched from query encoders" in repr(m)
+
+
+def test_without_query_encoders_the_same_model_searches_from_the_latent(query_params, demo_sketch):
+    model = load_model(query_params, shadows=False)
+    paper = model.without_query_encoders()
+    assert paper.encoders is model.encoders and paper.generator is model.generator and paper.banks is model.banks
+    assert not paper.query_encoders and not paper.config.query_encoders and "searched from query" not in repr(paper)
+    assert model.query_encoders and model.config.query_encoders          # the original is untouched
+    assert paper.params_hash != model.params_hash
+    res = paper.generate(demo_sketch, sex="male", shadows=False)
+    assert res.queries == {}
+    for c in COMPONENTS:
+        own = project_to_manifold(res.latents[c], model.banks["male"][c], model.config.k, res.part_weights[c])
+        np.testing.assert_array_equal(res.projections[c].neighbours, own.neighbours)
+    assert any(set(res.projections[c].neighbours) != set(model.generate(demo_sketch, sex="male", shadows=False)
+                                                          .projections[c].neighbours) for c in COMPONENTS)
+    plain = dfd_kit.load("cartoon", shadows=False)
+    assert plain.without_query_encoders() is plain
+
+
+def test_the_search_start_figure_counts_the_clean_drawings_neighbours_each_search_found(query_model, demo_sketch):
+    from dfd_kit.data.sketch import roughen_sketch
+    from dfd_kit.plotting import plot_search_start
+
+    sketch = query_model.normalise(demo_sketch)
+    rough = roughen_sketch(sketch, np.random.default_rng(0), query_model.layout, 1.0)
+    clean = query_model.generate(sketch, sex="female", shadows=False, keep_features=False)
+    paper = query_model.without_query_encoders().generate(rough, sex="female", shadows=False, keep_features=False)
+    searched = query_model.generate(rough, sex="female", shadows=False, keep_features=False)
+    c = "nose"
+    fig = plot_search_start(query_model, c, clean, paper, searched)
+    right = set(clean.projections[c].neighbours.tolist())
+    for ax, res in zip(fig.axes, (paper, searched)):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        hits = len(right & set(res.projections[c].neighbours.tolist()))
+        assert f"K = {query_model.config.k} found ({hits} of them right)" in labels
+        assert ("search starts" in labels) == (res is searched)

@@ -120,7 +120,7 @@ def _run(argv=None) -> int:
     qe.add_argument("--data", required=True, help="training set whose sketches they learn from (e.g. the model's own)")
     qe.add_argument("--out", required=True, help="run folder (checkpoint in <out>/query); resumed if present")
     qe.add_argument("--steps", type=int, default=None,
-                    help="default: QueryConfig's 2000 (batch 12; about 20 minutes for the photo model's networks "
+                    help="default: QueryConfig's 4000 (batch 12; about 40 minutes for the photo model's networks "
                          "on two cores)")
     qe.add_argument("--seed", type=int, default=0)
     qe.add_argument("--threads", type=int, default=None)
@@ -155,6 +155,7 @@ def _run(argv=None) -> int:
     p.add_argument("--n-faces", type=int, default=PHOTO_FACES)
     p.add_argument("--steps-stage1", type=int, default=PHOTO_STEPS_STAGE1)
     p.add_argument("--steps-stage2", type=int, default=PHOTO_STEPS_STAGE2)
+    p.add_argument("--steps-query", type=int, default=None, help="query encoders' steps (default: QueryConfig's)")
     p.add_argument("--k", type=int, default=PHOTO_K, help="the model's default number of neighbours")
     p.add_argument("--bank-data", default=PHOTO_BANK_DATA,
                    help="folder of the faces made for the banks only (built or finished here)")
@@ -218,7 +219,7 @@ def _run(argv=None) -> int:
     if a.cmd == "photo":
         summary = train_photo(a.data, a.out, a.params, a.heldout, a.n_faces, a.steps_stage1, a.steps_stage2, a.k,
                               a.batch_size, a.seed, a.threads, not a.no_progress, not a.no_quality, a.bank_data,
-                              a.bank_extra)
+                              a.bank_extra, a.steps_query)
     elif a.cmd == "train":
         summary = train(a.data, a.out, _config(a.config), a.minutes_stage1, a.minutes_stage2, a.steps_stage1,
                         a.steps_stage2, a.batch_size, a.seed, a.params, a.threads, not a.no_progress,

@@ -232,10 +232,13 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
                 n_faces: int = PHOTO_FACES, steps_stage1: int = PHOTO_STEPS_STAGE1,
                 steps_stage2: int = PHOTO_STEPS_STAGE2, k: int = PHOTO_K, batch_size: int = 4, seed: int = 0,
                 threads: Optional[int] = None, progress: bool = True, measure: bool = True,
-                bank_dir=PHOTO_BANK_DATA, bank_extra: int = PHOTO_BANK_EXTRA) -> dict:
+                bank_dir=PHOTO_BANK_DATA, bank_extra: int = PHOTO_BANK_EXTRA,
+                steps_query: Optional[int] = None) -> dict:
     """The photo recipe: MobileStyleGAN faces, the PHOTO config, :func:`train`, int8 banks
     with default K ``k`` (the training sketches and ``bank_extra`` more in ``bank_dir``,
-    each also mirrored left to right), int8 sketch decoders, a model card and,
+    each also mirrored left to right), query encoders (:func:`train_query`, ``steps_query``
+    steps, default :class:`~dfd_kit.training.configs.QueryConfig`'s), int8 encoders
+    (:func:`quantize_encoders`) and sketch decoders, a model card and,
     with ``measure``, the held-out measurements. Every step resumes: run the same command
     again after an interruption (or in several sittings) and it goes on where it stopped.
     Returns the summary dict."""
@@ -265,6 +268,8 @@ def train_photo(data_dir=PHOTO_DATA, out_dir="runs/photo", params_dir="Params/ph
         params_dir = Path(summary["params"])
         summary["banks"] = densify_banks_from_data(params_dir, [data_dir] + bank_dirs, k=k, mirror=PHOTO_BANK_MIRROR,
                                                    progress=progress)
+        summary["query"] = train_query(params_dir, data_dir, out_dir, steps_query, seed, progress, threads)
+        quantize_encoders(params_dir)
         finish_recipe(params_dir, summary, write_photo_model_card, data_dir, heldout_dir, measure, progress)
     barrier()
     return summary
@@ -330,8 +335,24 @@ def train_query(params_dir, data_dir, out_dir, steps: Optional[int] = None, seed
     cfg.steps = cfg.steps if steps is None else steps
     res = train_query_encoders(model.encoders, data_dir, out_dir, model.config, cfg)
     export_query_encoders(params_dir, res.nets["query_encoders"])
-    return {"steps": res.step, "minutes": round(res.elapsed_s / 60, 2), "batch_size": cfg.batch_size,
-            "data": str(data_dir), "machine": machine_description()}
+    return {"steps": res.step, "minutes": round(res.elapsed_s / 60, 2), "sec_per_step": round(res.seconds_per_step, 3),
+            "batch_size": cfg.batch_size, "data": str(data_dir), "machine": machine_description()}
+
+
+def quantize_encoders(params_dir) -> None:
+    """A step of the photo recipe, after the banks and the query encoders: the encoders and
+    query encoders stored as int8 (:func:`~dfd_kit.loading.quantize_checkpoint`), half of
+    float16's size, which makes room for the query encoders in the 30 MB. The banks and
+    the query encoders' targets stay those of the float16 encoders: on 40 validation
+    sketches int8 moved a latent by at most 1.6% of the distance to its nearest bank row.
+    Running it again changes nothing (int8 values read back onto the same codes)."""
+    from ..config import COMPONENTS
+    from ..loading import checkpoint_file, quantize_checkpoint
+
+    for c in COMPONENTS:
+        for kind in ("encoder", "query_encoder"):
+            if (Path(params_dir) / checkpoint_file(kind, c)).exists():
+                quantize_checkpoint(Path(params_dir) / checkpoint_file(kind, c))
 
 
 def quantize_sketch_decoders(params_dir) -> None:
@@ -523,7 +544,7 @@ def write_photo_model_card(params_dir, summary: dict, heldout_dir=PHOTO_HELDOUT)
     from ..data.stylegan import FFHQ_CROP, PHOTO_SKETCH, RANDOM_FACE, TRUNCATION
     from .quality import CARD_END, CARD_START, HELDOUT_FACES
 
-    s1, s2 = summary["stage1"], summary["stage2"]
+    s1, s2, q = summary["stage1"], summary["stage2"], summary["query"]
     checks = photo_checks(heldout_dir)
     figs = photo_card_figures(params_dir, summary.get("data", PHOTO_DATA))
     hand_text = "; ".join(f"`{k}` {v[0]:.2f} / {v[1]:.2f}" for k, v in figs["stroke_distance_w0_w1"].items())
@@ -585,15 +606,20 @@ person was used here: every face is generated.
 |---|---|---|---|
 | stage 1: five component auto-encoders | {s1['steps']} | {s1['minutes']} | {s1['sec_per_step']} |
 | stage 2: feature decoders + generator (conditional GAN) | {s2['steps']} | {s2['minutes']} | {s2['sec_per_step']} |
+| query encoders (batch {q['batch_size']}; not in the paper, see "Query encoders") | {q['steps']} | {q['minutes']} | {q['sec_per_step']} |
 
 Stage 2 sees the latents of clean training sketches only (`project_prob`
 {s2.get('project_prob', 0.5)}), as in the paper: a rough sketch's raw latent then lies off what the
 generator has seen, and manifold projection is what brings it back.{_lr_schedule(s2)}
 
-Training time {s1['minutes'] + s2['minutes']:.1f} minutes (the two stages; the recipe may run in
-several sittings) on {summary['machine']}. Making the faces is extra: about
+Training time {s1['minutes'] + s2['minutes'] + q['minutes']:.1f} minutes (the two stages and the query encoders;
+the recipe may run in several sittings) on {summary['machine']}. Making the faces is extra: about
 0.8 s a face on one core (2 processes on 2 cores: about 1.2 faces a second). Weights stored as
-float16, the sketch decoders (they only draw the shadows) as int8; feature banks as int8.
+float16, except the encoders and query encoders and the sketch decoders (they only draw the
+shadows), stored as int8, as are the feature banks. The banks were encoded, and the query
+encoders trained, with the float16 encoders; int8, half of float16's size, made room for the query
+encoders in the 30 MB and moved a validation sketch's latent by at most 1.6% of its distance to
+the nearest bank row.
 
 ## Reproduce
 
@@ -603,7 +629,7 @@ make setup
 ```
 
 It builds the data sets where missing (resuming a half-built one; the banks' extra faces too),
-trains both stages, exports here, re-encodes the banks and measures; run it again after an
+trains both stages, exports here, re-encodes the banks, trains the query encoders and measures; run it again after an
 interruption and it goes on where it stopped. To measure again:
 `.venv/bin/python -m dfd_kit.training quality --params Params/photo`.
 
@@ -631,25 +657,25 @@ component at once, on the same faces and sketches:
 ![error and wins against the projection weight](projection_weights.png)
 
 On this model the error against the true photo is lowest between the ends, not at w = 1. At
-w = 1 every part is replaced by a blend of other people's parts, found by searching near the
-rough drawing; a partial weight keeps most of what the drawing says and pulls it only part of
-the way towards those real samples, and an average of two guesses that err in different
-directions can lie nearer the truth than either. So this model's default weight is
-w = {PHOTO.blend_weight:g} (`blend_weight` in its `config.json`): generation, the command line and the pad's
-sliders start there when no weight is given, and the Metrics table's partial-projection rows
-measure it (a vertical line marks it in the figure). It was chosen on 200 validation faces never
-used for this card (`photo-data --first 2000000 --n 200 --out data/photo_faces_val`, measured by
-`quality --params Params/photo --heldout data/photo_faces_val --figures <another folder>`): of the
-sweep's weights, the one with the lowest error there on both the degraded and the rough sketches.
-Even the best weight removes only a few percent of the rough sketches' error, a small part of what the
-perfect-projection row says there is to remove: the neighbours it blends are not this person's.
-The dotted line (and the sweep's last two rows) says so with a measurement: a *perfect search*,
-the rough sketch's latents blended at each weight with the clean sketch's own projection (its
-ten neighbours and their weights), which is projection as it would be if its search, started
-from the rough drawing, found the faces the clean drawing finds. From w = 0.5 up it removes
-about as much of the error as the target asks, or more. Projection itself would matter; what
-falls short is the search, which finds few of the clean sketch's neighbours for the parts (the
-shared-neighbours row).
+w = 1 every part is replaced by a blend of bank rows, other people's parts; a partial weight
+keeps most of what the drawing says and pulls it only part of the way towards those real
+samples, and an average of two guesses that err in different directions can lie nearer the truth
+than either. So this model's default weight is w = {PHOTO.blend_weight:g} (`blend_weight` in its `config.json`):
+generation, the command line and the pad's sliders start there when no weight is given, and the
+Metrics table's partial-projection rows measure it (a vertical line marks it in the figure). It
+was chosen on 200 validation faces never used for this card (`photo-data --first 2000000 --n 200
+--out data/photo_faces_val`, measured by `quality --params Params/photo --heldout
+data/photo_faces_val --figures <another folder>`), with the query encoders: of the sweep's
+weights, w = 0.5 gave the lowest error on the degraded sketches (30.50, against 32.19, 30.91,
+30.80 and 31.73 at w = 0, 0.25, 0.75 and 1) and w = 0.75 on the rough ones (31.63, against 32.07
+at w = 0.5); w = 0.5 beat no projection on 73.5% of the degraded sketches and w = 0.75 on 64.5%,
+short of the 70% targeted, so the default stayed at 0.5, where it was before the query
+encoders. The dotted line (and the sweep's last two rows) is a *perfect search*: the rough
+sketch's latents blended at each weight with the clean sketch's own projection (its ten
+neighbours and their weights), projection as it would be if its search found the faces the clean
+drawing finds. Searching from the query encoders finds many of them (the shared-neighbours row;
+"Query encoders", below), and projection removes most of what a perfect search would; what a
+perfect search still leaves is the blend's own limit: the right rows are other people's parts.
 The official and cartoon models keep w = 1, full projection, as their default; any weight can be
 set per component, in the pad, on the command line or in code.
 
@@ -704,7 +730,48 @@ latent's distance to its clean sketch's latent, before and after projection, in 
 
 Reproduce: `python -m dfd_kit.training geometry --out runs/photo runs/photo_dn --data
 data/photo_faces --heldout data/photo_faces_val --figure Params/photo/projection_geometry.png`
-(about four minutes).
+(about four minutes). This section and the one before were measured before the query encoders,
+with the paper's search.
+
+## Query encoders
+
+Every measurement above points at the search. With the clean sketch's own neighbours the blend
+would remove a tenth of the rough sketches' error or more (the perfect-search rows), but a search
+that starts from the rough latent finds few of them (the shared-neighbours row): the rough latent
+lies off the manifold, among other people's parts. So this model has a second encoder per
+component, a *query encoder* (`dfd_kit/training/query.py`; an addition of this kit, not in the
+paper): the stage-1 encoder, copied and fine-tuned with everything else frozen so that a rough or
+hand-drawn crop lands where its clean crop's latent lies. Its loss is the squared distance to the
+clean latent over the bank's variance; each training sketch is roughened (`roughen_sketch`) with
+odds 0.6, given hand-drawn strokes (`augment_sketch`) with odds 0.25, or left clean, which holds a
+clean drawing's query on its own latent; the copies keep the encoder's normalisation statistics,
+so they start as the encoder itself and the banks stay the space they search. Projection searches
+from the query and fits the locally-linear weights there; the blend still starts from the
+drawing's own latent, so w = 0 keeps every stroke as before.
+`DeepFaceDrawing.without_query_encoders()` gives the same model with the paper's search.
+
+On the 200 validation faces, every component at weight w, the share of the rough sketches'
+error removed (`quality --params P --heldout data/photo_faces_val --figures <another folder>`):
+
+| w | 0.25 | 0.5 | 0.75 | 1 |
+|---|---:|---:|---:|---:|
+| the paper's search (this model before its query encoders) | 2.5% | 3.6% | 3.2% | 1.2% |
+| query encoders after 2000 steps | 4.6% | 8.1% | 9.3% | 7.8% |
+| query encoders after 4000 steps (these) | 4.8% | 8.5% | 9.7% | 8.2% |
+| a perfect search (the clean sketch's neighbours) | 6.1% | 10.9% | 12.6% | 10.6% |
+
+They find the clean sketch's neighbours more often (on the validation faces 29% of them for the
+parts and 80% for the remainder) and close about two thirds of the gap to a perfect search.
+The second 2000 steps added little, so training stops at 4000. A weight per component does
+better than one for all: the parts at 0.75 and the remainder at 0.5 removed 10.1% of the rough
+validation sketches' error and beat no projection on 70.5% of the degraded ones; a model's
+default is one weight for every component, so this one keeps w = 0.5, and the pad's sliders and
+`part_weights` set the components apart.
+
+Reproduce (on a model without them): `python -m dfd_kit.training query --params Params/photo
+--data data/photo_faces --out runs/photo` (the recipe's last training step, about 40 minutes on
+two idle cores), then, for int8 encoders as here, `python -c "from dfd_kit.training.recipes import
+quantize_encoders; quantize_encoders('Params/photo')"`.
 
 ## Hand-drawn sketches
 
@@ -719,22 +786,20 @@ an eye left out, a scribbled mouth). Stroke distance (px, w = 0 / w = 1): {hand_
 - **Its faces are blurry.** Which quality targets it meets, the Metrics table says. The sketch
   says nothing about skin, hair or clothes colour, and two thousand faces and the training above,
   on two cores, give soft faces with a faint checkerboard texture.
-- **Manifold projection barely lowers the error** (Metrics), though stage 2 saw only the latents
-  of clean sketches, as in the paper: at w = 1, on rough sketches it wins for about half of the
-  faces and removes about 1% of the error (the target is 10%), and on mildly degraded ones it wins
-  for fewer than half (the target is 70%). This model's default, a partial projection
-  (w = {PHOTO.blend_weight:g}, "Projection by weight"), wins for most faces of both kinds, but the most error any
-  weight removes is a few percent, not 10%. It does what the paper says it does, fill in a part left
-  out and tidy a scribbled one (`projection.png`), but the repaired part is a plausible one, not
-  the true face's, and on average that costs about as much error as the repair saves. There was
-  error to remove: the perfect-projection row gives the error of the face from the clean sketch's
-  own latents, where a perfect projection of the rough latents would land. Projection misses it
-  because it searches around the rough latent: the shared-neighbours row says how few of the clean
-  sketch's ten neighbours the rough sketch's search finds, so the blend is other faces' parts;
-  with the clean sketch's neighbours the same blend would remove about as much as the target asks
-  (the perfect-search row).
-  Denser banks help, slowly ("Feature banks, measured", above), and a denoising stage 1 makes
-  it worse ("Encoders, measured"): banks far denser than the 30 MB allow would be needed.
+- **Manifold projection repairs, but less than the target asks** (Metrics). Stage 2 saw only the
+  latents of clean sketches, as in the paper, and the query encoders find many of the clean
+  sketch's neighbours, so projection lowers the error on rough sketches at every weight. At the
+  default (w = {PHOTO.blend_weight:g}, "Projection by weight") it wins for most faces of both kinds, but removes
+  about 8% of the rough sketches' error, not 10%; no one weight for every component reaches 10%
+  here (the sweep); a weight per component reached it on validation faces ("Query encoders"). At
+  w = 1 it wins for only about half of the mildly degraded sketches: a fully projected part is
+  other people's. It does what the paper says it does, fill in a part left out and tidy a
+  scribbled one (`projection.png`), but the repaired part is a plausible one, not the true face's:
+  even a perfect search (the clean sketch's neighbours) removes only about 12% at its best
+  weight, against 15% for a perfect projection (the clean sketch's own latents). Before the query
+  encoders the search was the limit (the paper's search removed under 4% at any weight); denser
+  banks helped little ("Feature banks, measured") and a denoising stage 1 made it worse
+  ("Encoders, measured").
 - The training sketches are extracted from photos and are broken and sparse; sketches drawn by
   hand are cleaner, more complete and drawn differently (no shoulders, a hair outline of their
   own), so they lie off the training data: on them (`hand_drawn.png`) the model paints the hair as
