@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dfd_kit
-from dfd_kit.config import PARTS, PHOTO, PHOTO_LAYOUT
+from dfd_kit.config import COMPONENTS, PARTS, PHOTO, PHOTO_LAYOUT
 from dfd_kit.data import SEXES, load_samples
 from dfd_kit.errors import DataError
 
@@ -165,8 +165,10 @@ def test_load_names_the_bundled_models_and_defaults_to_the_photo_model():
     model = dfd_kit.load(shadows=False)
     assert Path(model.source).resolve() == dfd_kit.PHOTO_PARAMS.resolve()
     assert model.layout == PHOTO_LAYOUT
-    # the shipped config.json is the recipe's: the photo model's partial default weight included
-    assert model.config == PHOTO and 0 < PHOTO.blend_weight < 1
+    # the shipped config.json is the recipe's: the photo model's partial default weight included,
+    # and the query encoders its last step trained (the training config has none)
+    assert model.config == replace(PHOTO, query_encoders=True) and 0 < PHOTO.blend_weight < 1
+    assert set(model.query_encoders) == set(COMPONENTS)
     for name in ("cartoon", "demo"):
         cartoon = dfd_kit.load(name, shadows=False)
         assert Path(cartoon.source).resolve() == dfd_kit.DEMO_PARAMS.resolve()
@@ -176,7 +178,7 @@ def test_load_names_the_bundled_models_and_defaults_to_the_photo_model():
 def test_the_photo_model_fits_its_30_mb_and_draws_a_face_from_a_hand_drawn_sketch():
     root = dfd_kit.PHOTO_PARAMS
     files = list(root.glob("*/*.pkl")) + list(root.glob("*/*.bin"))
-    assert len(files) == 26 and sum(f.stat().st_size for f in files) <= 30_000_000
+    assert len(files) == 31 and sum(f.stat().st_size for f in files) <= 30_000_000
     sketch = dfd_kit.REPO_ROOT / "examples" / "hand_drawn" / "hand1_male.png"
     img = dfd_kit.load("photo", shadows=False).generate(str(sketch), sex="male").image
     assert img.shape == (256, 256, 3) and img.std() > 20
