@@ -346,24 +346,27 @@ def quantize_encoders(params_dir) -> None:
     the query encoders' targets stay those of the float16 encoders: on 40 validation
     sketches int8 moved a latent by at most 1.6% of the distance to its nearest bank row.
     Running it again changes nothing (int8 values read back onto the same codes)."""
-    from ..config import COMPONENTS
-    from ..loading import checkpoint_file, quantize_checkpoint
+    from ..loading import read_config
 
-    for c in COMPONENTS:
-        for kind in ("encoder", "query_encoder"):
-            if (Path(params_dir) / checkpoint_file(kind, c)).exists():
-                quantize_checkpoint(Path(params_dir) / checkpoint_file(kind, c))
+    _quantize(params_dir, ("encoder", "query_encoder") if read_config(Path(params_dir)).query_encoders
+              else ("encoder",))
 
 
 def quantize_sketch_decoders(params_dir) -> None:
     """Step 4 of the demo recipe: store the sketch decoders as int8
     (:func:`~dfd_kit.loading.quantize_checkpoint`). They draw only the shadows, so the
     generated faces do not change, and the denser banks get the room."""
+    _quantize(params_dir, ("sketch_decoder",))
+
+
+def _quantize(params_dir, kinds) -> None:
+    """Every component's checkpoint of each of ``kinds`` stored as int8."""
     from ..config import COMPONENTS
     from ..loading import checkpoint_file, quantize_checkpoint
 
-    for c in COMPONENTS:
-        quantize_checkpoint(Path(params_dir) / checkpoint_file("sketch_decoder", c))
+    for kind in kinds:
+        for c in COMPONENTS:
+            quantize_checkpoint(Path(params_dir) / checkpoint_file(kind, c))
 
 
 def machine_description() -> str:
